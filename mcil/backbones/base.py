@@ -1,0 +1,157 @@
+"""The backbone interface every learner is written against, and the backbone registry.
+
+A backbone is a frozen vision–audio–text model with one embedding space of width ``embed_dim``.
+Learners never import a concrete backbone: they receive a :class:`Backbone` from
+:func:`build_backbone` and attach adapters to the :class:`AdapterSite` s it exposes.
+
+Adapters attach by forward hooks: a site's ``module`` maps a hidden state ``h`` to ``h'`` of the
+same shape, and an adapter adds ``A(h)`` to ``h'`` (parallel adapter). ``layout`` says how to
+read the hidden state:
+
+- ``BLD``: (batch, tokens, width) — token 0 is CLS/SOT;
+- ``LBD``: (tokens, batch, width) — CLIP's text transformer layout;
+- ``BCHW``: (batch, channels, height, width) — ResNet stages (AudioCLIP's image tower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from mcil.data.spec import PreprocessSpec
+from mcil.errors import UserError
+
+__all__ = [
+    "AdapterSite",
+    "Backbone",
+    "BackboneError",
+    "register_backbone",
+    "build_backbone",
+    "available_backbones",
+    "file_sha256",
+]
+
+
+class BackboneError(UserError, RuntimeError):
+    """A checkpoint is missing, unreadable or does not match the architecture."""
+
+
+@dataclass(frozen=True)
+class AdapterSite:
+    """A block whose output an adapter may add to.
+
+    module: the block (hook target); width: hidden width D (or channels C);
+    layout: 'BLD' | 'LBD' | 'BCHW'; name: stable dotted name (for logs and usage statistics).
+    """
+
+    name: str
+    module: nn.Module
+    width: int
+    layout: Literal["BLD", "LBD", "BCHW"]
+
+
+class Backbone(nn.Module):
+    """Frozen tri-modal encoder with a shared embedding space.
+
+    Subclasses implement the three encoders and :meth:`tokenize`, set ``embed_dim``,
+    ``preprocess`` and ``name``, and list their adapter sites. Outputs are *not* L2-normalised.
+    """
+
+    name: str = "backbone"
+    embed_dim: int
+    preprocess: PreprocessSpec
+    checkpoint_sha256: str | None = None
+
+    # -- encoders ---------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised float → (B, embed_dim)."""
+        raise NotImplementedError
+
+    def encode_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(B, N) float waveform in the spec's units (see ``preprocess.audio_scale``) → (B, embed_dim)."""
+        raise NotImplementedError
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) int64 token ids → (B, embed_dim)."""
+        raise NotImplementedError
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """List of strings → (B, L) int64 token ids (errors on texts that do not fit)."""
+        raise NotImplementedError
+
+    # -- adapters -------------------------------------------------------------------------------
+    def image_sites(self) -> list[AdapterSite]:
+        """Blocks of the image tower where adapters may attach, input to output order."""
+        raise NotImplementedError
+
+    def text_sites(self) -> list[AdapterSite]:
+        """Blocks of the text tower where adapters may attach, input to output order."""
+        raise NotImplementedError
+
+    # -- classifier temperature -------------------------------------------------------------------
+    def logit_scale_value(self) -> float:
+        """exp(logit_scale) clamped as the backbone does (CLIP: ≤ 100)."""
+        raise NotImplementedError
+
+    # -- freezing ---------------------------------------------------------------------------------
+    def freeze(self) -> "Backbone":
+        """requires_grad=False everywhere and eval mode (BatchNorm uses running statistics)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """A frozen backbone stays in eval mode; adapters attached by hooks keep their own mode."""
+        return super().train(False)
+
+
+_REGISTRY: dict[str, Callable[..., Backbone]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Decorator: register a constructor ``fn(checkpoint: str | None, **kw) -> Backbone``."""
+
+    def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def _import_builtin() -> None:
+    # Imported lazily so that `import mcil.backbones.base` stays cheap.
+    import mcil.backbones.audioclip  # noqa: F401
+    import mcil.backbones.tiny  # noqa: F401
+
+
+def available_backbones() -> list[str]:
+    _import_builtin()
+    return sorted(_REGISTRY)
+
+
+def build_backbone(name: str, checkpoint: str | Path | None = None, **kwargs) -> Backbone:
+    """Build a registered backbone, load its checkpoint, freeze it and return it.
+
+    The returned model carries its preprocessing spec (``model.preprocess``), so callers never
+    pick transforms separately from weights.
+    """
+    _import_builtin()
+    if name not in _REGISTRY:
+        raise BackboneError(f"backbone.name: {name!r} is not registered; available: {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[name](checkpoint, **kwargs)
+    return model.freeze()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file (streamed), for provenance in every result."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Data layer: synthetic dataset, manifests, real-dataset preparers, tensor cache, scenarios."""
