@@ -76,8 +76,17 @@ class Backbone(nn.Module):
         """(B, N) float waveform in the spec's units (see ``preprocess.audio_scale``) → (B, embed_dim)."""
         raise NotImplementedError
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L) int64 token ids → (B, embed_dim)."""
+    def encode_text(self, tokens: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) int64 token ids → (B, embed_dim).
+
+        ``embeddings`` (B, L, W), if given, replaces the token-embedding lookup (positional
+        embeddings are still added); ``tokens`` still decides pooling (EOT position) and padding.
+        This is how prompt learning (CoOp) inserts learnable context vectors.
+        """
+        raise NotImplementedError
+
+    def token_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) int64 → (B, L, W) token embeddings (before positional embeddings)."""
         raise NotImplementedError
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:

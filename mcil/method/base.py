@@ -118,8 +118,34 @@ class Learner(nn.Module):
     Options: ClassVar[type] = NoOptions
     NEEDS_GRAD: ClassVar[bool] = True
 
+    @classmethod
+    def from_config(cls, backbone: Any, class_names: list[str], templates: str, cfg: Any) -> "Learner":
+        """Build from a RunConfig: ``cfg.method.options`` is parsed into ``cls.Options`` (strict)."""
+        from mcil.config import parse_dataclass
+
+        options = parse_dataclass(cls.Options, cfg.method.options, "method.options")
+        return cls(backbone, class_names, templates, cfg, options)
+
+    def start_task(self, task: Task) -> None:
+        """Called by the trainer (not overridden): records the task, then calls :meth:`begin_task`.
+
+        Resume relies on this record: a fresh learner replays ``start_task`` for every task begun
+        so far (cheap, no data) and then loads the checkpointed ``state_dict``. So a learner's
+        *structure* (experts, heads, buffers) and its ``requires_grad`` flags must be a function
+        of the sequence of ``begin_task`` calls; everything data-dependent (exemplars, Fisher,
+        statistics) must live in parameters, buffers or ``get_extra_state``.
+        """
+        if not hasattr(self, "_tasks_begun"):
+            self._tasks_begun: list[Task] = []
+        self._tasks_begun.append(task)
+        self.begin_task(task)
+
+    @property
+    def tasks_begun(self) -> list[Task]:
+        return list(getattr(self, "_tasks_begun", []))
+
     def begin_task(self, task: Task) -> None:
-        """Prepare for ``task`` (add experts, snapshot a teacher, ...)."""
+        """Prepare for ``task`` (add experts, snapshot a teacher, ...). No data is available here."""
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Return a dict of scalar tensors; ``'loss'`` (if present) is back-propagated by the trainer."""
@@ -129,6 +155,9 @@ class Learner(nn.Module):
         """After the last step of ``task`` (freeze experts, select exemplars, Fisher, ...)."""
 
     def predict(self, batch: Batch, classes: Sequence[int]) -> Prediction:
+        """Scores over ``classes`` (column order = ``classes``). The score of a class must not
+        depend on which other classes are requested: the trainer asks once for all classes and
+        slices columns per evaluation scope. Classes a method cannot score yet get ``-inf``."""
         raise NotImplementedError
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -141,6 +170,12 @@ class Learner(nn.Module):
 
     def replay_batch(self, batch_size: int) -> Batch | None:
         """Optional extra samples (from memory) that the trainer concatenates to a training batch."""
+        return None
+
+    def class_text_embeddings(self, classes: Sequence[int]) -> torch.Tensor | None:
+        """(C, D) *unnormalised* text embeddings of the evaluation prompts of ``classes`` with the
+        current text encoder (adapters included), or None for methods without a text tower.
+        Used by the paper's metric M1 (task similarity)."""
         return None
 
     def statistics(self) -> dict[str, Any]:

@@ -1,0 +1,753 @@
+"""`mcil train`: run ONE configuration over all tasks and write ``result.json``.
+
+The loop is deliberately plain: for each task a fresh AdamW with linear warm-up + half-cosine
+decay (the official ``cosine_lr``), paired image–audio batches from the tensor cache, then an
+evaluation of every task's test samples. Everything the run needs to resume lives in
+``OUT/checkpoints/state.pt`` (written atomically every ``checkpoint_every`` steps and after every
+task); a run killed at any point and started again with the same command continues and ends with
+exactly the metrics of an uninterrupted run on CPU. ``result.json`` is written last, atomically,
+after schema validation — it never exists for a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+import mcil
+from mcil.config import RunConfig, apply_overrides, config_hash, config_to_dict, load_config, parse_dataclass
+from mcil.errors import UserError
+
+__all__ = ["train", "lr_at", "absence_mask", "TrainData", "NonFiniteLossError", "configure_parser", "run_cli"]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+RESULT_FILE = "result.json"
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """A loss became NaN/inf: the run stops and writes no result."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; state was saved; the same command resumes."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
+    """Official ``cosine_lr``: lr·(step+1)/warmup during warm-up, then half-cosine to 0 at the end."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    e, es = step - warmup, max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * e / es)) * base_lr
+
+
+def absence_mask(sample_ids: list[str], rate: float, seed: int, salt: str) -> torch.Tensor:
+    """(N,) bool, True = the modality is dropped. Exactly round(rate·N) samples, chosen by a
+    hash of (seed, salt, sample_id), so the choice is stable across runs and methods."""
+    n = len(sample_ids)
+    k = int(round(rate * n))
+    mask = torch.zeros(n, dtype=torch.bool)
+    if k == 0:
+        return mask
+    keys = [hashlib.sha256(f"{seed}:{salt}:{sid}".encode()).digest()[:8] for sid in sample_ids]
+    order = sorted(range(n), key=lambda i: keys[i])
+    mask[order[:k]] = True
+    return mask
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def json_clean(value: Any) -> Any:
+    """Recursively turn numpy/torch scalars into Python numbers and NaN/inf into None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_clean(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, torch.Tensor):
+        return json_clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def git_info() -> dict[str, Any]:
+    """Commit of the mcil source tree (if it is a git checkout) and whether it had local changes."""
+    root = Path(mcil.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "mcil"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": "unknown", "git_dirty": None}
+    return {"git_sha": sha or "unknown", "git_dirty": dirty if sha else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data access
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainData:
+    """Cached train/test splits on the device side of the trainer: index → :class:`Batch`.
+
+    Holds the memory-mapped tensors, the modality-absence masks and the frozen-tower embeddings.
+    ``batch(idx)`` gathers by tensor indexing only (no per-sample Python).
+    """
+
+    def __init__(self, train, test, spec, device: torch.device, frozen: dict[str, dict[str, torch.Tensor]], cfg: RunConfig):
+        self.splits = {"train": train, "test": test}
+        self.spec = spec
+        self.device = device
+        self.frozen = frozen  # split -> tower -> (N, D)
+        d = cfg.data
+        self.has_image, self.has_audio = {}, {}
+        for name, split in self.splits.items():
+            drop_a = absence_mask(split.sample_ids, getattr(d, f"missing_audio_{name}"), d.absence_seed, f"audio-{name}")
+            drop_i = absence_mask(split.sample_ids, getattr(d, f"missing_image_{name}"), d.absence_seed, f"image-{name}")
+            self.has_audio[name] = split.has_audio.clone() & ~drop_a
+            self.has_image[name] = split.has_image.clone() & ~drop_i
+        self.labels = {name: split.labels.long() for name, split in self.splits.items()}
+
+    def indices_of(self, split: str, classes) -> torch.Tensor:
+        """Row indices of ``split`` whose label is in ``classes`` (ascending)."""
+        labels = self.labels[split]
+        mask = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
+        return torch.nonzero(mask, as_tuple=False).flatten()
+
+    def batch(self, split: str, idx: torch.Tensor, audio_idx: torch.Tensor | None = None, need_raw: frozenset = frozenset({"image", "audio"})):
+        """Batch of rows ``idx``; ``audio_idx`` (official-shuffled pairing) takes audio from other rows."""
+        from mcil.data.spec import normalise_images, scale_audio
+        from mcil.method.base import Batch
+
+        s = self.splits[split]
+        a_idx = idx if audio_idx is None else audio_idx
+        has_image = self.has_image[split][idx]
+        has_audio = self.has_audio[split][a_idx]
+        image = audio = image_emb = audio_emb = None
+        frozen = self.frozen.get(split, {})
+        if "image" in frozen:
+            image_emb = frozen["image"][idx].to(self.device) * has_image.to(self.device).unsqueeze(1)
+        if "image" in need_raw:
+            image = normalise_images(s.images[idx].to(self.device), self.spec)
+            image = image * has_image.to(self.device).view(-1, 1, 1, 1)
+        if "audio" in frozen:
+            audio_emb = frozen["audio"][a_idx].to(self.device) * has_audio.to(self.device).unsqueeze(1)
+        if "audio" in need_raw:
+            audio = scale_audio(s.audio[a_idx].to(self.device), self.spec)
+            audio = audio * has_audio.to(self.device).unsqueeze(1)
+        return Batch(
+            labels=self.labels[split][idx].to(self.device),
+            has_image=has_image.to(self.device),
+            has_audio=has_audio.to(self.device),
+            index=idx.to(self.device),
+            image=image,
+            audio=audio,
+            image_emb=image_emb,
+            audio_emb=audio_emb,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Run state (everything resume needs)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    task: int = 0  # task being trained (or next to train)
+    step: int = 0  # optimiser steps done in `task`
+    done_tasks: int = 0  # tasks fully trained and evaluated
+    before: dict[str, Any] | None = None  # evaluation before any training (A0)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one evaluation per finished task
+    per_task_s: list[float] = field(default_factory=list)
+    per_epoch_s: list[list[float]] = field(default_factory=list)
+    train_samples: int = 0
+    train_seconds: float = 0.0
+    params: list[dict[str, int]] = field(default_factory=list)
+    text_means: list[list[float]] = field(default_factory=list)  # M1: mean text embedding at task start
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need_raw, keep_features: bool) -> dict[str, Any]:
+    """Evaluate after training task ``upto`` (−1 = before training) on the test samples of ALL tasks.
+
+    The learner scores every class once; per evaluation scope the columns are sliced: tasks
+    j ≤ upto use all seen classes (task-agnostic, the paper's protocol); a future task j > upto
+    uses the classes of tasks 0..j (what its scope will be), which gives forward transfer.
+    Samples are visited task by task, so the last batch holds the newest task (as the official
+    code's M1 assumes).
+    """
+    order = list(scenario.class_order)
+    col = {c: i for i, c in enumerate(order)}
+    T = len(scenario.tasks)
+    scope_end = [sum(len(t) for t in scenario.tasks[: j + 1]) for j in range(T)]
+    seen_end = scope_end[upto] if upto >= 0 else 0
+    bs = cfg.optim.eval_batch_size
+    correct = np.zeros(T)
+    total = np.zeros(T)
+    seen_correct = {"main": 0, "image": 0, "audio": 0, "fused": 0}
+    seen_total = 0
+    modality_keys: set[str] = set()
+    n_fused = 0
+    r_sum = 0.0
+    r_n = 0
+    r_by_corr: dict[str, list[float]] = {}
+    fused_by_corr: dict[str, list[int]] = {}
+    feats: dict[str, list[torch.Tensor]] = {}
+    img_sum = None
+    img_n = 0
+    last_img_mean = None
+    test = data.splits["test"]
+    learner.eval()
+    for j, task_classes in enumerate(scenario.tasks):
+        idx_all = data.indices_of("test", task_classes)
+        if len(idx_all) == 0:
+            raise UserError(f"task {j} (classes {list(task_classes)}) has no test samples; every class needs test rows")
+        scope = scope_end[j] if j > upto else seen_end
+        for start in range(0, len(idx_all), bs):
+            idx = idx_all[start : start + bs]
+            batch = data.batch("test", idx, need_raw=need_raw)
+            pred = learner.predict(batch, order)
+            labels_col = torch.tensor([col[int(c)] for c in batch.labels.cpu()], dtype=torch.long)
+            logits = pred.logits.float().cpu()[:, :scope]
+            hit = logits.argmax(1) == labels_col
+            correct[j] += int(hit.sum())
+            total[j] += len(idx)
+            if j <= upto:
+                seen_total += len(idx)
+                seen_correct["main"] += int(hit.sum())
+                for key, lg in pred.by_modality.items():
+                    modality_keys.add(key)
+                    seen_correct[key] += int((lg.float().cpu()[:, :scope].argmax(1) == labels_col).sum())
+                corr = [test.corruption[int(i)] or "clean" for i in idx]
+                if pred.fused is not None:
+                    fused = pred.fused.cpu()
+                    n_fused += int(fused.sum())
+                    for c, fz in zip(corr, fused.tolist()):
+                        fused_by_corr.setdefault(c, []).append(int(fz))
+                if pred.r is not None:
+                    r = pred.r.float().cpu()
+                    ok = torch.isfinite(r)
+                    r_sum += float(r[ok].sum())
+                    r_n += int(ok.sum())
+                    for c, rv in zip(corr, r.tolist()):
+                        if math.isfinite(rv):
+                            r_by_corr.setdefault(c, []).append(rv)
+                if "image" in pred.features:
+                    f = pred.features["image"].float().cpu()
+                    img_sum = f.sum(0) if img_sum is None else img_sum + f.sum(0)
+                    img_n += len(f)
+                    last_img_mean = f.mean(0)
+                if keep_features:
+                    for key, f in pred.features.items():
+                        feats.setdefault(key, []).append(f.float().cpu())
+    acc = (100.0 * correct / np.maximum(total, 1)).tolist()
+    out: dict[str, Any] = {
+        "acc_row": acc,
+        "n_test": total.astype(int).tolist(),
+        "seen_acc": 100.0 * seen_correct["main"] / seen_total if seen_total else None,
+        "seen_acc_by_modality": {
+            k: 100.0 * seen_correct[k] / seen_total for k in sorted(modality_keys) if seen_total
+        },
+        "fusion": {
+            "n": seen_total,
+            "n_fused": n_fused,
+            "fusion_rate": n_fused / seen_total if seen_total else None,
+            "mean_r": r_sum / r_n if r_n else None,
+            "mean_r_by_corruption": {k: float(np.mean(v)) for k, v in sorted(r_by_corr.items())},
+            "fusion_rate_by_corruption": {k: float(np.mean(v)) for k, v in sorted(fused_by_corr.items())},
+        },
+        "image_mean_last_batch": last_img_mean.tolist() if last_img_mean is not None else None,
+        "image_mean_full": (img_sum / img_n).tolist() if img_n else None,
+    }
+    if keep_features:
+        out["_features"] = {k: torch.cat(v) for k, v in feats.items()}
+        out["_last_batch_size"] = len(idx) if upto >= 0 else 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_method(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
+    """Turn a preset name into its learner and apply its overrides (explicit config values win)."""
+    from mcil.method.registry import get_learner_class, get_preset
+
+    preset = get_preset(cfg.method.name)
+    if preset is None:
+        get_learner_class(cfg.method.name)  # raises with the list of names
+        return cfg, {"name": cfg.method.name, "learner": cfg.method.name, "preset": None}
+    data = config_to_dict(cfg)
+    default = config_to_dict(RunConfig())
+    overrides = []
+    for key, value in preset.overrides.items():
+        node_user, node_default = data, default
+        for part in key.split(".")[:-1]:
+            node_user = node_user.get(part, {})
+            node_default = node_default.get(part, {}) if isinstance(node_default, dict) else {}
+        leaf = key.split(".")[-1]
+        # The preset sets a value unless the user changed that key away from its default.
+        if node_user.get(leaf, object()) == node_default.get(leaf, object()) or leaf not in node_user:
+            overrides.append(f"{key}={json.dumps(value)}")
+    data["method"]["name"] = preset.learner
+    data = apply_overrides(data, overrides)
+    new = parse_dataclass(RunConfig, data)
+    return new, {"name": cfg.method.name, "learner": preset.learner, "preset": preset.name, "preset_overrides": preset.overrides}
+
+
+def pick_device(cfg: RunConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("device: 'cuda' was requested but no CUDA device is visible; set device=auto or cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _count_params(learner) -> dict[str, int]:
+    trainable = sum(p.numel() for p in learner.trainable_parameters())
+    total = sum(p.numel() for p in learner.parameters())
+    return {"trainable": int(trainable), "learner_total": int(total)}
+
+
+def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Run all tasks of ``cfg`` into ``out_dir``; resume from ``out_dir/checkpoints`` if present.
+
+    ``stop_after_steps`` (tests) raises :class:`Interrupted` after that many optimiser steps of
+    this process, exactly as a SIGTERM would.
+    """
+    from mcil.backbones.base import build_backbone
+    from mcil.data.cache import load_split
+    from mcil.data.manifest import read_manifest
+    from mcil.data.scenario import make_scenario
+    from mcil.features import frozen_embeddings
+    from mcil.method.base import Task
+    from mcil.method.registry import get_learner_class
+    from mcil.metrics import summarise
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    result_path = out_dir / RESULT_FILE
+    user_cfg = cfg
+    cfg, method_info = resolve_method(cfg)
+    run_hash = config_hash(user_cfg)
+    t_start = time.time()
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = pick_device(cfg)
+    seed_everything(cfg.train_seed)
+
+    manifest = read_manifest(cfg.data.root)
+    n_classes = len(manifest.incremental_labels)
+    cfg.check_n_classes(n_classes)
+    backbone = build_backbone(cfg.backbone.name, cfg.backbone.checkpoint).to(device)
+    spec = backbone.preprocess
+    train_split = load_split(cfg.data.root, "train", spec, cfg.data.cache_dir)
+    test_split = load_split(cfg.data.root, "test", spec, cfg.data.cache_dir)
+    scenario = make_scenario(
+        n_classes,
+        n_tasks=cfg.scenario.n_tasks,
+        initial=cfg.scenario.initial,
+        increment=cfg.scenario.increment,
+        order=cfg.scenario.order,
+        order_seed=cfg.scenario.order_seed,
+        dataset=manifest.name,
+    )
+    T = len(scenario.tasks)
+
+    learner_cls = get_learner_class(cfg.method.name)
+    class_names = list(manifest.class_names)
+    learner = learner_cls.from_config(backbone, class_names, manifest.templates, cfg).to(device)
+    frozen_towers = set(learner_cls.FROZEN_FEATURES) if cfg.data.feature_cache else set()
+    need_raw = frozenset({"image", "audio"} - frozen_towers)
+    frozen: dict[str, dict[str, torch.Tensor]] = {"train": {}, "test": {}}
+    for tower in sorted(frozen_towers):
+        for name, split in (("train", train_split), ("test", test_split)):
+            frozen[name][tower] = frozen_embeddings(backbone, split, tower, device, cfg.data.cache_dir)
+    data = TrainData(train_split, test_split, spec, device, frozen, cfg)
+    learner.bind_train_data(lambda idx: data.batch("train", idx, need_raw=need_raw))
+
+    # ---- resume ----------------------------------------------------------------------------
+    state = RunState()
+    state_path = ckpt_dir / STATE_FILE
+    resume_opt = None
+    if state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved.get("config_hash") != run_hash:
+            raise UserError(
+                f"{out_dir} holds a checkpoint of another configuration ({saved.get('config_hash')} != {run_hash}); "
+                "use another --out or delete that folder"
+            )
+        state = saved["state"]
+        for task_rec in saved["tasks_begun"]:
+            learner.start_task(Task(**task_rec))
+        learner.load_state_dict(saved["learner"])
+        learner.to(device)
+        _set_rng_state(saved["rng"])
+        resume_opt = saved.get("optimizer")
+        log.info("resuming %s at task %d/%d, step %d", out_dir, state.task + 1, T, state.step)
+
+    def save_state(opt) -> None:
+        _atomic_torch_save(
+            {
+                "config_hash": run_hash,
+                "state": state,
+                "tasks_begun": [dataclasses.asdict(t) for t in learner.tasks_begun],
+                "learner": learner.state_dict(),
+                "optimizer": opt.state_dict() if opt is not None else None,
+                "rng": _rng_state(),
+            },
+            state_path,
+        )
+
+    # ---- signals: save and exit cleanly ---------------------------------------------------------
+    stop = {"flag": False, "signal": None}
+
+    def _handler(signum, _frame):
+        stop["flag"], stop["signal"] = True, signum
+        log.warning("received signal %d: saving state after the current step", signum)
+
+    old_handlers = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    steps_this_process = 0
+    final_features: dict[str, torch.Tensor] = {}
+    last_bs = 0
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.amp == "bf16" and device.type == "cuda") else _NullCtx()
+    )
+    try:
+        if state.before is None:
+            state.before = evaluate(learner, data, scenario, -1, cfg, need_raw, keep_features=False)
+            save_state(None)
+
+        while state.task < T:
+            t = state.task
+            classes = tuple(int(c) for c in scenario.tasks[t])
+            seen = tuple(int(c) for task in scenario.tasks[: t + 1] for c in task)
+            idx_task = data.indices_of("train", classes)
+            bs = cfg.optim.batch_size
+            steps_per_epoch = math.ceil(len(idx_task) / bs) if learner_cls.NEEDS_GRAD else 0
+            total_steps = steps_per_epoch * cfg.optim.epochs
+            task = Task(index=t, classes=classes, seen_classes=seen, n_tasks=T, steps=total_steps)
+            fresh_task = len(learner.tasks_begun) <= t
+            if fresh_task:
+                # M1: text prototypes as they are when the task starts (before its training).
+                te = learner.class_text_embeddings(seen)
+                state.text_means.append(te.float().mean(0).cpu().tolist() if te is not None else [])
+                learner.start_task(task)
+            params = learner.trainable_parameters()
+            opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay) if params else None
+            if resume_opt is not None and opt is not None and state.step > 0:
+                opt.load_state_dict(resume_opt)
+            resume_opt = None
+            t_task = time.time()
+            if fresh_task:
+                state.per_epoch_s.append([])
+            # ---- optimisation ----------------------------------------------------------------
+            learner.train()
+            while state.step < total_steps and opt is not None:
+                epoch, in_epoch = divmod(state.step, steps_per_epoch)
+                perm = _epoch_order(idx_task, cfg.train_seed, t, epoch)
+                audio_perm = _epoch_order(idx_task, cfg.train_seed + 7919, t, epoch) if cfg.optim.pairing == "official-shuffled" else None
+                t_epoch = time.time()
+                n_epoch = 0
+                for b in range(in_epoch, steps_per_epoch):
+                    sel = perm[b * bs : (b + 1) * bs]
+                    a_sel = audio_perm[b * bs : (b + 1) * bs] if audio_perm is not None else None
+                    batch = data.batch("train", sel, a_sel, need_raw=need_raw)
+                    extra = learner.replay_batch(len(sel))
+                    if extra is not None:
+                        batch = _concat_batches(batch, extra)
+                    lr = lr_at(state.step, total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                    with autocast:
+                        losses = learner.train_step(batch)
+                    loss = losses.get("loss")
+                    if loss is not None:
+                        if not torch.isfinite(loss):
+                            terms = {k: float(v) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+                            raise NonFiniteLossError(
+                                f"non-finite loss at task {t + 1}/{T}, step {state.step + 1}/{total_steps}: {terms}; "
+                                "lower optim.lr or check the input data"
+                            )
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.optim.grad_clip:
+                            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                        opt.step()
+                    state.step += 1
+                    n_epoch += len(batch)
+                    state.train_samples += len(batch)
+                    steps_this_process += 1
+                    if state.step % cfg.checkpoint_every == 0 and state.step < total_steps:
+                        save_state(opt)
+                    if stop["flag"] or (stop_after_steps is not None and steps_this_process >= stop_after_steps):
+                        save_state(opt)
+                        raise Interrupted(f"stopped at task {t + 1}, step {state.step}; the same command resumes")
+                dt = time.time() - t_epoch
+                state.train_seconds += dt
+                state.per_epoch_s[t].append(dt)
+                done_epochs = epoch + 1
+                eta = dt * (cfg.optim.epochs - done_epochs)
+                log.info(
+                    "task %d/%d epoch %d/%d: %d samples, %.1f samples/s, loss %.4f, ETA task %.0fs",
+                    t + 1, T, done_epochs, cfg.optim.epochs, n_epoch, n_epoch / max(dt, 1e-9),
+                    float(loss) if loss is not None else float("nan"), eta,
+                )
+            # ---- end of task ---------------------------------------------------------------
+            learner.eval()
+            loader = lambda: (data.batch("train", idx_task[i : i + bs], need_raw=need_raw) for i in range(0, len(idx_task), bs))  # noqa: E731
+            learner.end_task(task, loader)
+            row = evaluate(learner, data, scenario, t, cfg, need_raw, keep_features=(t == T - 1))
+            if t == T - 1:
+                final_features = row.pop("_features")
+                last_bs = row.pop("_last_batch_size")
+            state.rows.append(row)
+            state.params.append(_count_params(learner))
+            state.per_task_s.append(time.time() - t_task)
+            log.info(
+                "task %d/%d done: accuracy over %d seen classes %.2f%%%s",
+                t + 1, T, len(seen), row["seen_acc"],
+                f", fusion rate {row['fusion']['fusion_rate']:.2f}" if row["fusion"]["fusion_rate"] is not None else "",
+            )
+            state.task += 1
+            state.step = 0
+            state.done_tasks += 1
+            if state.task < T:
+                save_state(None)
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+    # ---- metrics and result ---------------------------------------------------------------------
+    result = _build_result(
+        user_cfg, cfg, method_info, run_hash, scenario, manifest, learner, backbone, state,
+        final_features, last_bs, device, train_split, test_split, time.time() - t_start,
+    )
+    from mcil.schemas import validate_result
+
+    result = json_clean(result)
+    validate_result(result)
+    _atomic_write_text(json.dumps(result, indent=1, allow_nan=False), result_path)
+    log.info("wrote %s (AIA %.2f, last %.2f)", result_path, result["metrics"]["aia"], result["metrics"]["last"])
+    return result
+
+
+class _NullCtx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _epoch_order(idx: torch.Tensor, seed: int, task: int, epoch: int) -> torch.Tensor:
+    """Shuffled copy of ``idx``, a pure function of (seed, task, epoch) so resume replays it."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + task * 1009 + epoch)
+    return idx[torch.randperm(len(idx), generator=g)]
+
+
+def _concat_batches(a, b):
+    from mcil.method.base import Batch
+
+    def cat(x, y):
+        if x is None or y is None:
+            return None
+        return torch.cat([x, y.to(x.device)])
+
+    return Batch(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Batch)})
+
+
+def _build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learner, backbone, state, final_features,
+                  last_bs, device, train_split, test_split, wall_s) -> dict[str, Any]:
+    from mcil.metrics import summarise
+    from mcil.metrics import compat
+    from mcil.metrics import paper
+
+    T = len(scenario.tasks)
+    A = np.array([row["acc_row"] for row in state.rows], dtype=float)  # (T, T)
+    A0 = np.array(state.before["acc_row"], dtype=float)
+    n = np.array(state.rows[-1]["n_test"], dtype=int)
+    c = np.array([len(t) for t in scenario.tasks], dtype=int)
+    acc_steps = np.array([row["seen_acc"] for row in state.rows], dtype=float)
+    metrics = summarise(A, n, c, acc_steps, A0=A0)
+    metrics = {k: (float(v) if v is not None else None) for k, v in metrics.items()}
+    metrics["paper"] = paper.paper_metrics(
+        A=A, n=n, acc_steps=acc_steps, text_means=state.text_means,
+        image_means_last_batch=[row["image_mean_last_batch"] for row in state.rows],
+        image_means_full=[row["image_mean_full"] for row in state.rows],
+        features=final_features, last_batch_size=last_bs, A0=A0,
+    )
+    metrics["compat"] = {
+        "continuum_1_2_7": compat.continuum_1_2_7(A, n),
+        "pilot": compat.pilot(A, n),
+        "mammoth": compat.mammoth(A, A0),
+        "facil": compat.facil(A, c),
+        "avcil": compat.avcil(A, n),
+    }
+    by_mod = {}
+    for key in ("image", "audio", "fused"):
+        vals = [row["seen_acc_by_modality"].get(key) for row in state.rows]
+        if all(v is not None for v in vals):
+            by_mod[key] = vals
+    peak_mb = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else _max_rss_mb()
+    )
+    frozen_params = sum(p.numel() for p in backbone.parameters())
+    return {
+        "schema_version": 1,
+        "run_id": run_hash,
+        "config": config_to_dict(user_cfg),
+        "resolved_config": config_to_dict(cfg),
+        "config_hash": run_hash,
+        "method": {**method_info, "modalities": sorted(type(learner).MODALITIES)},
+        "dataset": {
+            "name": manifest.name,
+            "root": str(cfg.data.root),
+            "n_classes": int(len(manifest.incremental_labels)),
+            "class_names": list(manifest.class_names)[: len(manifest.incremental_labels)],
+            "cache_keys": {"train": train_split.key, "test": test_split.key},
+            "n_train": int(len(train_split.labels)),
+            "n_test": int(len(test_split.labels)),
+        },
+        "scenario": {
+            "n_tasks": T,
+            "class_order": [int(x) for x in scenario.class_order],
+            "tasks": [[int(x) for x in t] for t in scenario.tasks],
+        },
+        "accuracy_matrix": A.tolist(),
+        "accuracy_before_training": A0.tolist(),
+        "n_test_per_task": n.tolist(),
+        "n_classes_per_task": c.tolist(),
+        "acc_per_step": acc_steps.tolist(),
+        "acc_per_step_by_modality": by_mod,
+        "metrics": metrics,
+        "fusion": {"per_step": [row["fusion"] for row in state.rows]},
+        "learner_statistics": learner.statistics(),
+        "params": {
+            "backbone_frozen": int(frozen_params),
+            "per_task": state.params,
+        },
+        "timings": {
+            "wall_s": wall_s,
+            "train_s": state.train_seconds,
+            "per_task_s": state.per_task_s,
+            "per_epoch_s": state.per_epoch_s,
+            "train_samples": state.train_samples,
+            "samples_per_s": state.train_samples / state.train_seconds if state.train_seconds > 0 else None,
+            "peak_memory_mb": peak_mb,
+        },
+        "provenance": {
+            "mcil_version": mcil.__version__,
+            **git_info(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "backbone": cfg.backbone.name,
+            "backbone_sha256": getattr(backbone, "checkpoint_sha256", None),
+            "created_unix": time.time(),
+        },
+    }
+
+
+def _max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run configuration YAML (defaults when omitted)")
+    p.add_argument("--out", required=True, help="run folder: result.json and checkpoints/ go here")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. fusion.th=0.7 loss.alpha=1.0")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    if (out / RESULT_FILE).is_file():
+        log.info("%s already has %s; nothing to do", out, RESULT_FILE)
+        return 0
+    try:
+        train(cfg, out)
+    except Interrupted as exc:
+        log.warning("%s", exc)
+        return 130
+    return 0
