@@ -252,6 +252,7 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
     seen_correct = {"main": 0, "image": 0, "audio": 0, "fused": 0}
     seen_total = 0
     modality_keys: set[str] = set()
+    reports_fusion = False
     n_fused = 0
     r_sum = 0.0
     r_n = 0
@@ -285,6 +286,7 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
                     seen_correct[key] += int((lg.float().cpu()[:, :scope].argmax(1) == labels_col).sum())
                 corr = [test.corruption[int(i)] or "clean" for i in idx]
                 if pred.fused is not None:
+                    reports_fusion = True
                     fused = pred.fused.cpu()
                     n_fused += int(fused.sum())
                     for c, fz in zip(corr, fused.tolist()):
@@ -316,7 +318,7 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
         "fusion": {
             "n": seen_total,
             "n_fused": n_fused,
-            "fusion_rate": n_fused / seen_total if seen_total else None,
+            "fusion_rate": n_fused / seen_total if (seen_total and reports_fusion) else None,
             "mean_r": r_sum / r_n if r_n else None,
             "mean_r_by_corruption": {k: float(np.mean(v)) for k, v in sorted(r_by_corr.items())},
             "fusion_rate_by_corruption": {k: float(np.mean(v)) for k, v in sorted(fused_by_corr.items())},
@@ -558,7 +560,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                 log.info(
                     "task %d/%d epoch %d/%d: %d samples, %.1f samples/s, loss %.4f, ETA task %.0fs",
                     t + 1, T, done_epochs, cfg.optim.epochs, n_epoch, n_epoch / max(dt, 1e-9),
-                    float(loss) if loss is not None else float("nan"), eta,
+                    float(loss.detach()) if loss is not None else float("nan"), eta,
                 )
             # ---- end of task ---------------------------------------------------------------
             learner.eval()
