@@ -1,0 +1,879 @@
+"""synav: the embedded procedural audio-visual-text dataset (real PNG + WAV files + manifest).
+
+The real benchmarks (ImageNet-ESC, miniARIC) and the AudioCLIP weights cannot be shipped, so the
+default pipeline runs on this generator. Every class is a composition of six named attributes and
+its name is the words for them, e.g. ``"red striped star, high pulsing whistle"``:
+
+- visual: ``shape`` × ``colour`` × ``texture`` (8 × 8 × 4 = 256 visual triples);
+- audio: ``pitch`` × ``timbre`` × ``rhythm`` (6 × 6 × 6 = 216 audio triples).
+
+Class design (why it looks like this)
+-------------------------------------
+*Complementary modalities.* The K incremental classes are the edges of a cycle that alternates
+between ⌈K/2⌉ visual prototypes and ⌈K/2⌉ audio prototypes: class ``e`` uses visual prototype
+``e // 2`` and audio prototype ``⌈e/2⌉ mod ⌈K/2⌉``. Every picture is therefore shared by two
+classes that differ only in their sound, and every sound by two classes that differ only in their
+picture. Image-only or audio-only recognition is capped near 50 %, while the pair (picture, sound)
+identifies the class: fusing the modalities is necessary, which is what the method under study is
+about. Labels are a seeded shuffle of the cycle so that neighbouring labels carry no structure.
+
+*Compositional pre-training.* P pre-training classes (labels ``K..K+P-1``, split ``pretrain``
+only) are drawn first, from the seed alone, so the same backbone fits every K. Their visual
+triples and audio triples are all distinct and never reused by an incremental class (so every
+incremental picture, sound and name is unseen during pre-training), yet together they use every
+attribute value at least ``MIN_COVERAGE`` = 3 times, so a text encoder pre-trained on them has seen
+every word in several contexts and can generalise to the unseen incremental combinations.
+This is checked in code (:func:`check_pretrain_coverage`). K can reach
+``2 · min(256 − P, 216 − P)`` (384 with P = 24).
+
+Per-sample variation
+--------------------
+Images (64×64 RGB, drawn at 2× and box-downsampled for anti-aliasing): position, scale, rotation
+(±17°, small enough that a square never becomes a diamond), colour and brightness jitter, a
+textured background (tinted grey + low-frequency field + desaturated distractor blobs) and pixel
+noise. Audio (1.0 s mono, 16 kHz, PCM_16): pitch jitter (±0.7 semitone; pitch classes are 10
+semitones apart), onset shift, duration, amplitude, random phase and additive noise.
+
+Regimes
+-------
+``clean`` mirrors ImageNet-ESC: both modalities informative and paired. ``noisy`` mirrors
+miniARIC: per train/test sample at most one corruption is drawn with the rates of
+:data:`DEFAULT_CORRUPTION_RATES` (45 % in total) multiplied by ``noise_level`` (0 = clean, 1 =
+default, 2 = heavy; if the scaled rates exceed 1 they are renormalised to sum to 1). Kinds: the
+audio is near-silent, replaced by coloured noise, or swapped with the sound of a class with a
+different audio prototype (misleading); or the image is occluded by a box over the object or
+blurred and hazed. The kind is recorded in the manifest's ``corruption`` column; pre-training
+samples are never corrupted. Content and corruption draw from separate random streams, so an
+uncorrupted noisy sample is byte-identical to the same clean sample.
+
+Determinism
+-----------
+Each sample has its own ``numpy`` generator seeded by ``(seed, split, index, stream)``; rendering
+is therefore order-independent and the worker pool (spawn context) gives the same bytes as a single
+process. PNGs are written by PIL with fixed options and no metadata, WAVs by soundfile.
+
+Output (written to ``<out>.tmp-<pid>`` and renamed): ``images/<split>/<index>.png``,
+``audio/<split>/<index>.wav``, ``manifest.csv``, ``classes.json`` and ``synth_config.json``
+(the config, used to skip regeneration of an identical dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import errno
+import itertools
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from mcil.errors import DataError
+
+__all__ = [
+    "SHAPES",
+    "COLOURS",
+    "TEXTURES",
+    "PITCHES",
+    "TIMBRES",
+    "RHYTHMS",
+    "ATTRIBUTE_VALUES",
+    "VISUAL_ATTRIBUTES",
+    "AUDIO_ATTRIBUTES",
+    "CORRUPTIONS",
+    "DEFAULT_CORRUPTION_RATES",
+    "MANIFEST_COLUMNS",
+    "IMAGE_SIZE",
+    "SAMPLE_RATE",
+    "NUM_SAMPLES",
+    "MIN_COVERAGE",
+    "SynthConfig",
+    "SynavClass",
+    "build_classes",
+    "max_incremental_classes",
+    "check_pretrain_coverage",
+    "render_image",
+    "render_audio",
+    "generate",
+    "configure_parser",
+    "run_cli",
+]
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------------------------
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "heart")
+# Saturated, mutually distant RGB in [0, 1]; the background is a desaturated grey, so even
+# "white" stands out.
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.10, 0.10),
+    "green": (0.10, 0.75, 0.20),
+    "blue": (0.15, 0.30, 0.95),
+    "yellow": (0.95, 0.90, 0.10),
+    "purple": (0.60, 0.15, 0.80),
+    "orange": (1.00, 0.55, 0.05),
+    "white": (0.97, 0.97, 0.97),
+    "cyan": (0.10, 0.85, 0.90),
+}
+TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
+# Fundamentals 10 semitones apart, so ±0.7 semitone jitter never blurs two pitch classes.
+PITCHES: dict[str, float] = {
+    "deep": 110.0,
+    "low": 196.0,
+    "middle": 349.2,
+    "high": 622.3,
+    "very high": 1108.7,
+    "shrill": 1975.5,
+}
+TIMBRES: tuple[str, ...] = ("whistle", "buzz", "reed", "bell", "hum", "rasp")
+RHYTHMS: tuple[str, ...] = ("steady", "pulsing", "rising", "falling", "staccato", "warbling")
+
+VISUAL_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "texture")
+AUDIO_ATTRIBUTES: tuple[str, ...] = ("pitch", "timbre", "rhythm")
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "texture": TEXTURES,
+    "pitch": tuple(PITCHES),
+    "timbre": TIMBRES,
+    "rhythm": RHYTHMS,
+}
+
+CORRUPTIONS: tuple[str, ...] = ("audio-silent", "audio-noise", "audio-swap", "image-occlusion", "image-blur")
+# Rates at noise_level = 1 (sum 0.45): roughly miniARIC's share of unhelpful samples.
+DEFAULT_CORRUPTION_RATES: dict[str, float] = {
+    "audio-silent": 0.10,
+    "audio-noise": 0.10,
+    "audio-swap": 0.10,
+    "image-occlusion": 0.08,
+    "image-blur": 0.07,
+}
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "sample_id", "split", "label", "class_name", "image_path", "audio_path", "corruption",
+)
+IMAGE_SIZE = 64
+SAMPLE_RATE = 16_000
+NUM_SAMPLES = SAMPLE_RATE  # 1.0 s
+MIN_COVERAGE = 3
+GENERATOR_VERSION = 1
+_SUPERSAMPLE = 2
+_SPLIT_CODES = {"train": 1, "test": 2, "pretrain": 3}
+_STREAM_IMAGE, _STREAM_AUDIO, _STREAM_CORRUPTION = 0, 1, 2
+_MAX_PARTIAL_HZ = 7_000.0  # below Nyquist (8 kHz): additive synthesis without aliasing
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and classes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. Validated on construction; the CLI flags map one-to-one onto fields.
+
+    ``noise_level`` scales the corruption rates of the ``noisy`` regime and is ignored (treated
+    as 0) for ``clean``.
+    """
+
+    regime: str = "clean"
+    seed: int = 0
+    n_classes: int = 40
+    train_per_class: int = 40
+    test_per_class: int = 20
+    n_pretrain_classes: int = 24
+    pretrain_per_class: int = 40
+    noise_level: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.regime not in ("clean", "noisy"):
+            raise DataError(f"synav regime {self.regime!r} is unknown; use 'clean' or 'noisy'")
+        for name in ("seed", "n_classes", "train_per_class", "test_per_class", "n_pretrain_classes",
+                     "pretrain_per_class"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise DataError(f"synav {name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # plain int: JSON-serialisable, hashable
+        if self.seed < 0:
+            raise DataError(f"synav seed must be >= 0, got {self.seed}")
+        for name in ("train_per_class", "test_per_class", "pretrain_per_class"):
+            if getattr(self, name) < 1:
+                raise DataError(f"synav {name} must be >= 1, got {getattr(self, name)}")
+        if self.n_classes < 2:
+            raise DataError(f"synav n_classes must be >= 2 (class-incremental learning), got {self.n_classes}")
+        min_pretrain = _min_pretrain_classes()
+        if self.n_pretrain_classes < min_pretrain:
+            raise DataError(
+                f"synav n_pretrain_classes={self.n_pretrain_classes} cannot use every attribute value "
+                f"{MIN_COVERAGE} times; use at least {min_pretrain}"
+            )
+        limit = max_incremental_classes(self.n_pretrain_classes)
+        if self.n_classes > limit:
+            raise DataError(
+                f"synav n_classes={self.n_classes} is more than the attribute combinations allow with "
+                f"{self.n_pretrain_classes} pre-training classes; the maximum is {limit}"
+            )
+        if (isinstance(self.noise_level, bool) or not isinstance(self.noise_level, (int, float, np.floating))
+                or not math.isfinite(self.noise_level) or self.noise_level < 0):
+            raise DataError(f"synav noise_level must be a finite number >= 0, got {self.noise_level!r}")
+        object.__setattr__(self, "noise_level", float(self.noise_level))
+
+    @property
+    def name(self) -> str:
+        return f"synav-{self.regime}"
+
+    def corruption_rates(self) -> dict[str, float]:
+        """Per-sample probability of each corruption kind (mutually exclusive)."""
+        if self.regime == "clean":
+            return {kind: 0.0 for kind in CORRUPTIONS}
+        rates = {kind: DEFAULT_CORRUPTION_RATES[kind] * float(self.noise_level) for kind in CORRUPTIONS}
+        total = sum(rates.values())
+        if total > 1.0:
+            rates = {kind: rate / total for kind, rate in rates.items()}
+        return rates
+
+    def to_json(self) -> dict[str, Any]:
+        """Canonical description stored as ``synth_config.json``; equal dicts ⇔ identical datasets."""
+        data = dataclasses.asdict(self)
+        data["noise_level"] = 0.0 if self.regime == "clean" else float(self.noise_level)
+        data["generator_version"] = GENERATOR_VERSION
+        return data
+
+    def expected_rows(self) -> int:
+        return self.n_classes * (self.train_per_class + self.test_per_class) + (
+            self.n_pretrain_classes * self.pretrain_per_class
+        )
+
+
+@dataclass(frozen=True)
+class SynavClass:
+    """One class: its label, group and six attributes; the name is the attribute words."""
+
+    label: int
+    group: str  # "incremental" | "pretrain"
+    shape: str
+    colour: str
+    texture: str
+    pitch: str
+    timbre: str
+    rhythm: str
+
+    @property
+    def visual(self) -> tuple[str, str, str]:
+        return (self.shape, self.colour, self.texture)
+
+    @property
+    def audio(self) -> tuple[str, str, str]:
+        return (self.pitch, self.timbre, self.rhythm)
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.texture} {self.shape}, {self.pitch} {self.rhythm} {self.timbre}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "name": self.name,
+            "group": self.group,
+            "shape": self.shape,
+            "colour": self.colour,
+            "texture": self.texture,
+            "pitch": self.pitch,
+            "timbre": self.timbre,
+            "rhythm": self.rhythm,
+        }
+
+
+def _min_pretrain_classes() -> int:
+    """Fewest pre-training classes that can use every attribute value MIN_COVERAGE times."""
+    return MIN_COVERAGE * max(len(v) for v in ATTRIBUTE_VALUES.values())
+
+
+def _n_combinations(attributes: Sequence[str]) -> int:
+    return math.prod(len(ATTRIBUTE_VALUES[a]) for a in attributes)
+
+
+def max_incremental_classes(n_pretrain_classes: int = 24) -> int:
+    """Largest K the cycle design allows: every prototype must be unused by pre-training."""
+    free = min(_n_combinations(VISUAL_ATTRIBUTES), _n_combinations(AUDIO_ATTRIBUTES)) - n_pretrain_classes
+    return max(0, 2 * free)
+
+
+def _pretrain_attributes(seed: int, n: int) -> list[dict[str, str]]:
+    """n attribute rows, each value used ⌊n/len⌋ or ⌈n/len⌉ times, distinct visual and audio triples.
+
+    Balanced columns guarantee the coverage; collisions are repaired by swapping one attribute
+    between two rows, which keeps the per-value counts unchanged.
+    """
+    rng = np.random.default_rng([seed, 7001])
+    columns: dict[str, list[str]] = {}
+    for attr, values in ATTRIBUTE_VALUES.items():
+        base = [values[i % len(values)] for i in range(n)]
+        columns[attr] = [base[j] for j in rng.permutation(n)]
+    for group in (VISUAL_ATTRIBUTES, AUDIO_ATTRIBUTES):
+        if n > _n_combinations(group):
+            raise DataError(f"synav: {n} pre-training classes exceed the {_n_combinations(group)} combinations")
+        for _ in range(100_000):
+            seen: dict[tuple[str, ...], int] = {}
+            duplicate = -1
+            for i in range(n):
+                key = tuple(columns[a][i] for a in group)
+                if key in seen:
+                    duplicate = i
+                    break
+                seen[key] = i
+            if duplicate < 0:
+                break
+            j = int(rng.integers(n))
+            attr = group[int(rng.integers(len(group)))]
+            col = columns[attr]
+            col[duplicate], col[j] = col[j], col[duplicate]
+        else:  # pragma: no cover - only reachable for n close to the number of combinations
+            raise DataError(f"synav: could not draw {n} distinct pre-training classes; use fewer")
+    return [{attr: columns[attr][i] for attr in ATTRIBUTE_VALUES} for i in range(n)]
+
+
+def _cycle_edges(k: int) -> list[tuple[int, int]]:
+    """(visual prototype, audio prototype) per class: an alternating cycle, each prototype used twice."""
+    n_audio = max(2, math.ceil(k / 2))
+    edges = [(e // 2, math.ceil(e / 2) % n_audio) for e in range(k)]
+    if len(set(edges)) != k:  # pragma: no cover - guarded by construction
+        raise RuntimeError(f"cycle design produced duplicate classes for K={k}")
+    return edges
+
+
+def check_pretrain_coverage(classes: Iterable[SynavClass], minimum: int = MIN_COVERAGE) -> None:
+    """Raise unless the pre-training classes use every attribute value at least `minimum` times."""
+    pretrain = [c for c in classes if c.group == "pretrain"]
+    for attr, values in ATTRIBUTE_VALUES.items():
+        counts = Counter(getattr(c, attr) for c in pretrain)
+        thin = [v for v in values if counts[v] < minimum]
+        if thin:
+            raise DataError(
+                f"synav pre-training classes use {attr} values {thin} fewer than {minimum} times; "
+                "increase n_pretrain_classes"
+            )
+
+
+def build_classes(config: SynthConfig) -> list[SynavClass]:
+    """All classes, incremental (labels 0..K-1) then pre-training (K..K+P-1).
+
+    Pre-training classes depend only on (seed, P); incremental prototypes are drawn from the
+    visual/audio triples that pre-training does not use, then wired into the cycle.
+    """
+    k, p = config.n_classes, config.n_pretrain_classes
+    pre_rows = _pretrain_attributes(config.seed, p)
+    pre_visual = {tuple(r[a] for a in VISUAL_ATTRIBUTES) for r in pre_rows}
+    pre_audio = {tuple(r[a] for a in AUDIO_ATTRIBUTES) for r in pre_rows}
+    all_visual = itertools.product(*(ATTRIBUTE_VALUES[a] for a in VISUAL_ATTRIBUTES))
+    all_audio = itertools.product(*(ATTRIBUTE_VALUES[a] for a in AUDIO_ATTRIBUTES))
+    free_visual = [v for v in all_visual if v not in pre_visual]
+    free_audio = [v for v in all_audio if v not in pre_audio]
+    edges = _cycle_edges(k)
+    n_visual = 1 + max(v for v, _ in edges)
+    n_audio = 1 + max(a for _, a in edges)
+    if n_visual > len(free_visual) or n_audio > len(free_audio):
+        raise DataError(f"synav n_classes={k} needs more prototypes than remain; the maximum is "
+                        f"{max_incremental_classes(p)}")
+    rng = np.random.default_rng([config.seed, 7002])
+    visual = [free_visual[i] for i in rng.permutation(len(free_visual))[:n_visual]]
+    audio = [free_audio[i] for i in rng.permutation(len(free_audio))[:n_audio]]
+    order = rng.permutation(k)  # label = position of the edge in this shuffle
+    classes: list[SynavClass] = []
+    for label, e in enumerate(order):
+        v, a = edges[int(e)]
+        classes.append(SynavClass(label, "incremental", *visual[v], *audio[a]))
+    for i, row in enumerate(pre_rows):
+        classes.append(SynavClass(k + i, "pretrain", *(row[a] for a in VISUAL_ATTRIBUTES + AUDIO_ATTRIBUTES)))
+
+    # The contract this module promises; cheap, so always checked.
+    check_pretrain_coverage(classes)
+    inc = [c for c in classes if c.group == "incremental"]
+    pre = [c for c in classes if c.group == "pretrain"]
+    if {c.visual for c in inc} & {c.visual for c in pre} or {c.audio for c in inc} & {c.audio for c in pre}:
+        raise RuntimeError("synav: pre-training prototypes leaked into incremental classes")
+    if len({c.name for c in classes}) != len(classes):
+        raise RuntimeError("synav: duplicate class names")
+    return classes
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+
+
+def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in [-1, 1], y pointing down."""
+    u = (np.arange(n, dtype=np.float64) + 0.5) / n * 2.0 - 1.0
+    return np.meshgrid(u, u, indexing="xy")
+
+
+def _shape_mask(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Inside test in the object's own frame (object fits in [-1, 1]², y down)."""
+    r = np.hypot(x, y)
+    if shape == "circle":
+        return r <= 0.92
+    if shape == "square":
+        return np.maximum(np.abs(x), np.abs(y)) <= 0.78
+    if shape == "diamond":
+        return np.abs(x) + np.abs(y) <= 1.0
+    if shape == "triangle":
+        return (y <= 0.72) & (np.abs(x) <= (y + 0.95) * 0.62)
+    if shape == "star":
+        phi = np.arctan2(x, -y)  # 0 at the top: one tip points up
+        t = np.mod(phi / (2 * np.pi) * 5.0 + 0.5, 1.0)
+        return r <= 0.40 + 0.60 * (1.0 - 2.0 * np.abs(t - 0.5))
+    if shape == "cross":
+        ax, ay = np.abs(x), np.abs(y)
+        return ((ax <= 0.30) & (ay <= 0.95)) | ((ay <= 0.30) & (ax <= 0.95))
+    if shape == "ring":
+        return (r >= 0.55) & (r <= 0.95)
+    if shape == "heart":
+        hx, hy = x * 1.15, -(y * 1.15) + 0.25
+        return (hx**2 + hy**2 - 1.0) ** 3 - hx**2 * hy**3 <= 0.0
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture_on(texture: str, x: np.ndarray, y: np.ndarray, period: float) -> np.ndarray:
+    """Where the texture keeps the full colour (elsewhere it is darkened), in the object's frame."""
+    if texture == "solid":
+        return np.ones(x.shape, dtype=bool)
+    if texture == "striped":
+        return np.mod((x + y) / (period * math.sqrt(2.0)), 1.0) < 0.5
+    if texture == "dotted":
+        dx = np.mod(x, period) - period / 2
+        dy = np.mod(y, period) - period / 2
+        return dx**2 + dy**2 > (0.3 * period) ** 2
+    if texture == "checkered":
+        return (np.floor(x / period) + np.floor(y / period)) % 2 == 0
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+def _smooth_field(rng: np.random.Generator, n: int, cells: int, scale: float) -> np.ndarray:
+    """Low-frequency random field (bilinear upsampling of a cells×cells grid), shape (n, n)."""
+    coarse = rng.normal(0.0, scale, size=(cells, cells))
+    pos = (np.arange(n) + 0.5) / n * (cells - 1)
+    i0 = np.clip(np.floor(pos).astype(int), 0, cells - 2)
+    w = pos - i0
+    rows = coarse[i0] * (1 - w)[:, None] + coarse[i0 + 1] * w[:, None]
+    return rows[:, i0] * (1 - w)[None, :] + rows[:, i0 + 1] * w[None, :]
+
+
+def _downsample(img: np.ndarray, factor: int) -> np.ndarray:
+    h, w, c = img.shape
+    return img.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3))
+
+
+def render_image(visual: tuple[str, str, str], rng: np.random.Generator,
+                 corruption: str = "", corruption_rng: np.random.Generator | None = None) -> np.ndarray:
+    """One (64, 64, 3) uint8 picture of a (shape, colour, texture) object on a cluttered background."""
+    shape, colour, texture = visual
+    n = IMAGE_SIZE * _SUPERSAMPLE
+    gx, gy = _grid(n)
+
+    # Background: tinted grey, low-frequency shading, desaturated distractor blobs.
+    grey = rng.uniform(0.12, 0.48)
+    tint = rng.uniform(-0.05, 0.05, size=3)
+    img = np.empty((n, n, 3))
+    img[:] = grey + tint
+    img += _smooth_field(rng, n, 5, 0.05)[:, :, None]
+    for _ in range(int(rng.integers(3, 7))):
+        bx, by = rng.uniform(-1, 1, size=2)
+        radius = rng.uniform(0.05, 0.12)
+        blob = (gx - bx) ** 2 + (gy - by) ** 2 <= radius**2
+        col = 0.65 * rng.uniform(0.1, 0.6) + 0.35 * rng.uniform(0, 1, size=3)
+        img[blob] = col
+
+    # Object: scale, position (kept mostly inside), rotation, colour/brightness jitter.
+    s = rng.uniform(0.42, 0.62)
+    margin = 1.0 - 0.9 * s
+    cx, cy = rng.uniform(-margin, margin, size=2)
+    theta = rng.uniform(-0.3, 0.3)
+    cos_t, sin_t = math.cos(theta), math.sin(theta)
+    dx, dy = gx - cx, gy - cy
+    lx = (cos_t * dx + sin_t * dy) / s
+    ly = (-sin_t * dx + cos_t * dy) / s
+    mask = _shape_mask(shape, lx, ly)
+    base = np.clip(np.asarray(COLOURS[colour]) * rng.uniform(0.85, 1.08) + rng.uniform(-0.06, 0.06, size=3), 0, 1)
+    on = _texture_on(texture, lx + rng.uniform(0, 1), ly + rng.uniform(0, 1), period=rng.uniform(0.36, 0.46))
+    shade = 1.0 - 0.12 * (ly + 1.0) / 2.0  # soft top-lit shading
+    obj = np.where(on[:, :, None], base, base * 0.3) * shade[:, :, None]
+    img = np.where(mask[:, :, None], obj, img)
+
+    img = _downsample(img, _SUPERSAMPLE)
+    img += rng.normal(0.0, rng.uniform(0.01, 0.04), size=img.shape)
+
+    if corruption:
+        crng = corruption_rng if corruption_rng is not None else rng
+        if corruption == "image-occlusion":
+            # A box over most of the object: shape and texture become unreadable.
+            px = (np.array([cx, cy]) + 1.0) / 2.0 * IMAGE_SIZE
+            size = s * IMAGE_SIZE * crng.uniform(0.8, 1.05, size=2)
+            centre = px + crng.uniform(-0.1, 0.1, size=2) * s * IMAGE_SIZE
+            x0, y0 = np.floor(centre - size / 2).astype(int).clip(0, IMAGE_SIZE)
+            x1, y1 = np.ceil(centre + size / 2).astype(int).clip(0, IMAGE_SIZE)
+            fill = crng.uniform(0.2, 0.6) + crng.uniform(-0.05, 0.05, size=3)
+            img[y0:y1, x0:x1] = fill + crng.normal(0.0, 0.03, size=(y1 - y0, x1 - x0, 3))
+        elif corruption == "image-blur":
+            # Out of focus and hazy: shape and texture are gone, colour is washed out.
+            sigma = crng.uniform(3.0, 4.5)
+            img = gaussian_filter(img, sigma=(sigma, sigma, 0), mode="reflect")
+            haze = crng.uniform(0.3, 0.5)
+            img = (1.0 - haze) * img + haze * img.mean()
+        elif not corruption.startswith("audio-"):
+            raise ValueError(f"unknown corruption {corruption!r}")
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------------------------
+
+
+def _partials(timbre: str) -> list[tuple[float, float]]:
+    """(frequency ratio, amplitude) of the additive-synthesis partials of a timbre."""
+    if timbre == "whistle":  # sine
+        return [(1.0, 1.0)]
+    if timbre == "buzz":  # square: odd harmonics, 1/k
+        return [(float(k), 1.0 / k) for k in range(1, 40, 2)]
+    if timbre in ("reed", "rasp"):  # sawtooth: all harmonics, 1/k (rasp adds noisy AM below)
+        return [(float(k), 1.0 / k) for k in range(1, 40)]
+    if timbre == "bell":  # inharmonic partials
+        return [(1.0, 1.0), (2.76, 0.65), (5.40, 0.45), (8.93, 0.3), (13.34, 0.2)]
+    if timbre == "hum":  # strong low harmonics incl. the octave
+        return [(1.0, 1.0), (2.0, 0.8), (3.0, 0.4)]
+    raise ValueError(f"unknown timbre {timbre!r}")
+
+
+def _envelope(rhythm: str, tl: np.ndarray, dur: float) -> np.ndarray:
+    """Amplitude envelope over local time tl ∈ [0, dur) (values outside are masked by the caller)."""
+    if rhythm in ("steady", "warbling"):
+        return np.ones_like(tl)
+    if rhythm == "pulsing":  # smooth 4 Hz swell
+        return 0.5 - 0.5 * np.cos(2 * np.pi * 4.0 * tl)
+    if rhythm == "rising":
+        return np.clip(tl / dur, 0.0, 1.0) ** 1.5
+    if rhythm == "falling":
+        return np.exp(-tl / 0.15)
+    if rhythm == "staccato":  # 8 Hz short bursts with 5 ms ramps
+        m = np.mod(tl, 0.125)
+        return np.clip(np.minimum(m / 0.005, (0.04 - m) / 0.005), 0.0, 1.0)
+    raise ValueError(f"unknown rhythm {rhythm!r}")
+
+
+def _lowpass_noise(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
+    """Unit-variance noise smoothed by a moving average of `width` samples."""
+    white = rng.normal(size=n + width)
+    c = np.cumsum(white)
+    out = (c[width:] - c[:-width])[:n] / math.sqrt(width)
+    return out / (out.std() + 1e-12)
+
+
+def _additive(phase: np.ndarray, parts: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Σ a·sin(r·phase) / Σ a. Integer ratios use the recurrence z^k = z^(k-1)·z on the unit circle
+    (one complex product per harmonic instead of one sine), which keeps 39-harmonic tones cheap."""
+    total = np.zeros_like(phase)
+    harmonic = {int(r): a for r, a in parts if float(r).is_integer()}
+    if harmonic:
+        z = np.exp(1j * phase)
+        zk = np.ones_like(z)
+        for k in range(1, max(harmonic) + 1):
+            zk *= z
+            if k in harmonic:
+                total += harmonic[k] * zk.imag
+    for r, a in parts:
+        if not float(r).is_integer():
+            total += a * np.sin(r * phase)
+    return total / sum(a for _, a in parts)
+
+
+def render_audio(audio: tuple[str, str, str], rng: np.random.Generator) -> np.ndarray:
+    """One (16000,) float32 clip in [-1, 1] of a (pitch, timbre, rhythm) sound plus noise."""
+    pitch, timbre, rhythm = audio
+    t = np.arange(NUM_SAMPLES) / SAMPLE_RATE
+    f0 = PITCHES[pitch] * 2.0 ** (rng.uniform(-0.7, 0.7) / 12.0)
+    onset = rng.uniform(0.0, 0.15)
+    dur = min(rng.uniform(0.7, 0.82), 1.0 - onset)
+    amp = rng.uniform(0.3, 0.85)
+    tl = t - onset
+    active = (tl >= 0.0) & (tl < dur)
+
+    freq = np.full(NUM_SAMPLES, f0)
+    if rhythm == "warbling":  # vibrato ±3.5 % at ~6.5 Hz
+        freq = f0 * (1.0 + 0.035 * np.sin(2 * np.pi * rng.uniform(6.0, 7.0) * tl))
+    phase = 2.0 * np.pi * np.cumsum(freq) / SAMPLE_RATE + rng.uniform(0, 2 * np.pi)
+    parts = [(ratio, a) for ratio, a in _partials(timbre) if ratio * f0 * 1.04 < _MAX_PARTIAL_HZ]
+    wave = _additive(phase, parts)
+    if timbre == "rasp":  # noisy amplitude modulation smears every harmonic into a band
+        wave = wave * (1.0 + 0.9 * _lowpass_noise(rng, NUM_SAMPLES, 24))
+
+    env = _envelope(rhythm, np.clip(tl, 0.0, None), dur)
+    ramp = np.clip(np.minimum(tl / 0.01, (dur - tl) / 0.01), 0.0, 1.0)
+    wave = np.where(active, wave * env * ramp, 0.0)
+    peak = np.max(np.abs(wave))
+    if peak > 0:
+        wave = wave / peak * amp
+    wave = wave + rng.normal(0.0, rng.uniform(0.003, 0.02), size=NUM_SAMPLES)
+    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def _noise_clip(rng: np.random.Generator) -> np.ndarray:
+    """Coloured noise (random spectral tilt) at a typical level: the sound is replaced, not masked."""
+    spectrum = np.fft.rfft(rng.normal(size=NUM_SAMPLES))
+    f = np.fft.rfftfreq(NUM_SAMPLES, 1.0 / SAMPLE_RATE)
+    spectrum *= np.maximum(f, 20.0) ** (-rng.uniform(0.0, 0.8))
+    noise = np.fft.irfft(spectrum, n=NUM_SAMPLES)
+    noise = noise / (noise.std() + 1e-12) * rng.uniform(0.08, 0.25)
+    return np.clip(noise, -1.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# One sample
+# ---------------------------------------------------------------------------------------------
+
+
+def _sample_rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _SPLIT_CODES[split], index, stream])
+
+
+def _draw_corruption(rates: dict[str, float], rng: np.random.Generator) -> str:
+    u = rng.random()
+    acc = 0.0
+    for kind in CORRUPTIONS:
+        acc += rates[kind]
+        if u < acc:
+            return kind
+    return ""
+
+
+def _render_sample(config: SynthConfig, classes: Sequence[SynavClass], split: str, index: int,
+                   label: int, rates: dict[str, float]) -> tuple[np.ndarray, np.ndarray, str]:
+    cls = classes[label]
+    crng = _sample_rng(config.seed, split, index, _STREAM_CORRUPTION)
+    corruption = _draw_corruption(rates, crng) if split != "pretrain" else ""
+    image = render_image(cls.visual, _sample_rng(config.seed, split, index, _STREAM_IMAGE),
+                         corruption if corruption.startswith("image-") else "", crng)
+    if corruption == "audio-silent":
+        audio = np.clip(crng.normal(0.0, 0.001, size=NUM_SAMPLES), -1, 1).astype(np.float32)
+    elif corruption == "audio-noise":
+        audio = _noise_clip(crng)
+    elif corruption == "audio-swap":
+        others = [c for c in classes if c.group == "incremental" and c.audio != cls.audio]
+        other = others[int(crng.integers(len(others)))]
+        audio = render_audio(other.audio, crng)
+    else:
+        audio = render_audio(cls.audio, _sample_rng(config.seed, split, index, _STREAM_AUDIO))
+    return image, audio, corruption
+
+
+def _render_chunk(payload: tuple[dict[str, Any], str, list[tuple[str, int, int]]]) -> list[dict[str, Any]]:
+    """Worker: render and write a list of (split, index, label) samples, return their manifest rows."""
+    config_fields, root_str, jobs = payload
+    config = SynthConfig(**config_fields)
+    classes = build_classes(config)
+    rates = config.corruption_rates()
+    root = Path(root_str)
+    rows = []
+    for split, index, label in jobs:
+        image, audio, corruption = _render_sample(config, classes, split, index, label, rates)
+        image_rel = f"images/{split}/{index:06d}.png"
+        audio_rel = f"audio/{split}/{index:06d}.wav"
+        Image.fromarray(image, mode="RGB").save(root / image_rel, format="PNG", optimize=False, compress_level=6)
+        sf.write(root / audio_rel, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        rows.append({
+            "sample_id": f"{split}-{index:06d}",
+            "split": split,
+            "label": label,
+            "class_name": classes[label].name,
+            "image_path": image_rel,
+            "audio_path": audio_rel,
+            "corruption": corruption,
+        })
+    return rows
+
+
+def _jobs(config: SynthConfig) -> list[tuple[str, int, int]]:
+    k = config.n_classes
+    jobs = [("train", i, i // config.train_per_class) for i in range(k * config.train_per_class)]
+    jobs += [("test", i, i // config.test_per_class) for i in range(k * config.test_per_class)]
+    jobs += [("pretrain", i, k + i // config.pretrain_per_class)
+             for i in range(config.n_pretrain_classes * config.pretrain_per_class)]
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def _existing_matches(out: Path, config: SynthConfig) -> bool:
+    """True if `out` is a complete dataset of this config; False if absent or an empty folder.
+
+    Raises DataError for anything else, so a stale or foreign folder is never silently reused
+    or overwritten.
+    """
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise DataError(f"synav output {out} exists and is not a folder; delete it or choose another --out")
+    if not any(out.iterdir()):
+        return False
+    cfg_path, manifest_path = out / "synth_config.json", out / "manifest.csv"
+    if not cfg_path.is_file() or not manifest_path.is_file() or not (out / "classes.json").is_file():
+        raise DataError(f"synav output {out} exists but is not a complete synav dataset "
+                        "(synth_config.json, manifest.csv or classes.json missing); "
+                        "delete it or choose another --out")
+    try:
+        stored = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"synav output {out}: cannot read synth_config.json ({exc}); delete the folder") from exc
+    wanted = config.to_json()
+    if stored != wanted:
+        diff = ", ".join(f"{key}: {stored.get(key)!r} there vs {wanted.get(key)!r} asked"
+                         for key in sorted(set(stored) | set(wanted)) if stored.get(key) != wanted.get(key))
+        raise DataError(f"synav output {out} already holds a dataset with another config ({diff}); "
+                        "delete it or choose another --out")
+    with manifest_path.open(newline="") as fh:
+        n_rows = sum(1 for _ in csv.DictReader(fh))
+    if n_rows != config.expected_rows():
+        raise DataError(f"synav output {out}: manifest.csv has {n_rows} rows, expected {config.expected_rows()}; "
+                        "delete the folder and generate again")
+    return True
+
+
+def _write_metadata(root: Path, config: SynthConfig, classes: Sequence[SynavClass],
+                    rows: list[dict[str, Any]]) -> None:
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {
+        "name": config.name,
+        "regime": config.regime,
+        "seed": config.seed,
+        "templates": "synav",
+        "classes": [c.to_json() for c in classes],
+    }
+    (root / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (root / "synth_config.json").write_text(json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def _publish(tmp: Path, out: Path, config: SynthConfig) -> None:
+    """Rename the finished temp folder onto `out`; if another process won the race, keep theirs."""
+    try:
+        os.replace(tmp, out)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _existing_matches(out, config):
+            raise DataError(f"synav output {out} appeared while generating and cannot be replaced; "
+                            "delete it or choose another --out") from exc
+        log.info("synav: %s was written concurrently with the same config; keeping it", out)
+
+
+def generate(out_dir: str | os.PathLike[str], config: SynthConfig = SynthConfig(),
+             workers: int | None = None) -> Path:
+    """Write the dataset of `config` to `out_dir` (atomically) and return its path.
+
+    An existing complete dataset with the same config is reused; one with another config raises
+    DataError. `workers` (default: up to 2 CPU cores) changes speed, never the bytes.
+    """
+    out = Path(out_dir)
+    if _existing_matches(out, config):
+        log.info("synav: %s already holds this dataset (same synth_config.json); skipping", out)
+        return out
+    classes = build_classes(config)
+    jobs = _jobs(config)
+    if workers is None:  # a pool costs more than it saves on tiny datasets
+        workers = min(2, os.cpu_count() or 1) if len(jobs) >= 200 else 1
+    workers = max(1, int(workers))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    start = time.perf_counter()
+    log.info("synav: rendering %d samples (%d incremental + %d pre-training classes, regime %s) "
+             "with %d worker(s) into %s",
+             len(jobs), config.n_classes, config.n_pretrain_classes, config.regime, workers, out)
+    try:
+        for kind in ("images", "audio"):
+            for split in ("train", "test", "pretrain"):
+                (tmp / kind / split).mkdir(parents=True, exist_ok=True)
+        fields = dataclasses.asdict(config)
+        chunk = 64
+        payloads = [(fields, str(tmp), jobs[i:i + chunk]) for i in range(0, len(jobs), chunk)]
+        rows: list[dict[str, Any]] = []
+        if workers == 1:
+            for payload in payloads:
+                rows.extend(_render_chunk(payload))
+        else:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for part in pool.imap(_render_chunk, payloads):
+                    rows.extend(part)
+        _write_metadata(tmp, config, classes, rows)
+        _publish(tmp, out, config)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    n_corrupt = sum(1 for r in rows if r["corruption"])
+    log.info("synav: wrote %s (%d samples, %d corrupted) in %.1f s", out, len(rows), n_corrupt,
+             time.perf_counter() - start)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    d = SynthConfig()
+    p.add_argument("--out", required=True, help="dataset folder to create, e.g. data/synav-clean")
+    p.add_argument("--seed", type=int, default=d.seed, help="generator seed (classes and samples)")
+    p.add_argument("--regime", choices=("clean", "noisy"), default=d.regime,
+                   help="clean: both modalities informative; noisy: per-sample corruptions (miniARIC-like)")
+    p.add_argument("--n-classes", type=int, default=d.n_classes, help="incremental classes K")
+    p.add_argument("--train-per-class", type=int, default=d.train_per_class)
+    p.add_argument("--test-per-class", type=int, default=d.test_per_class)
+    p.add_argument("--pretrain-classes", type=int, default=d.n_pretrain_classes,
+                   help=f"pre-training classes P (>= {_min_pretrain_classes()})")
+    p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class)
+    p.add_argument("--noise-level", type=float, default=d.noise_level,
+                   help="scales the noisy regime's corruption rates (0 = none, 1 = default ~45%%, 2 = heavy)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="rendering processes (default: up to 2); no effect on the bytes")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    config = SynthConfig(
+        regime=args.regime,
+        seed=args.seed,
+        n_classes=args.n_classes,
+        train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class,
+        n_pretrain_classes=args.pretrain_classes,
+        pretrain_per_class=args.pretrain_per_class,
+        noise_level=args.noise_level,
+    )
+    if config.regime == "clean" and config.noise_level != SynthConfig.noise_level:
+        log.warning("synav: --noise-level only applies to --regime noisy; ignored")
+    generate(args.out, config, workers=args.workers)
+    return 0
