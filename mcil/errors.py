@@ -8,3 +8,7 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """A dataset, manifest, cache or media file is missing, corrupt or inconsistent."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """A loss became NaN or infinite (usually a too-high learning rate): the run stops, no result."""

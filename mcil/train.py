@@ -33,7 +33,7 @@ import torch
 
 import mcil
 from mcil.config import RunConfig, apply_overrides, config_hash, config_to_dict, load_config, parse_dataclass
-from mcil.errors import UserError
+from mcil.errors import NonFiniteLossError, UserError
 
 __all__ = ["train", "lr_at", "absence_mask", "TrainData", "NonFiniteLossError", "configure_parser", "run_cli"]
 
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.json"
-
-
-class NonFiniteLossError(UserError, FloatingPointError):
-    """A loss became NaN/inf: the run stops and writes no result."""
 
 
 class Interrupted(Exception):

@@ -1,0 +1,560 @@
+"""The paper's method as a learner: MIFE + AAVFM + text diversity + L_CW/L_MI, registered as ``mcil``.
+
+Per batch (``train_step``)::
+
+    f_v = normalise(E_v(image))            image tower with MIFE adapters (trainable)
+    f_a = normalise(E_a(audio))            frozen audio tower (or the cached embedding)
+    r   = pearson_r(f_v, f_a)              → gate (fusion.gate, fusion.th)
+    f   = normalise(fusion(f_v, f_a))      where the gate is open; else f_v (f_a without image)
+    t_c = text prototypes of the current task's classes (MIFE text adapters, gradients on)
+    logits = s · cos(f, t_c)               current task's classes only (official)
+    L = α·L_CW + (1 − α)·L_MI (+ balance)
+
+``predict`` scores all requested classes with prototypes of the evaluation template(s)
+(``eval_template``), cached until the text adapters change. Every choice and its config key is
+documented in ``docs/method.md``.
+
+Resume: a fresh learner on which the trainer replays ``start_task`` for every task begun and then
+loads a checkpoint reproduces the learner exactly; loading a checkpoint *without* the replay also
+works, since every :class:`~mcil.method.mife.MoEAdapter` rebuilds its experts from its extra state
+before its parameters load. As in the baselines, the frozen backbone is held *outside* the module
+tree: ``state_dict`` and ``parameters()`` hold only what the method adds (checkpoints stay small,
+parameter counts compare across methods) and the trainer moves the backbone itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mcil.backbones.base import Backbone
+from mcil.config import ConfigError, RunConfig
+from mcil.errors import UserError
+from mcil.method.aavfm import DynamicFusion, adaptive_threshold, gate_decision, pearson_r, select_features
+from mcil.method.base import Batch, BatchLoader, Learner, Prediction, Task
+from mcil.method.losses import check_finite, cosine_logits, cw_loss, mi_loss, total_loss
+from mcil.method.mife import MIFE, MifeConfig
+from mcil.method.prompts import average_prototypes, fill_prompts, load_templates
+from mcil.method.registry import register_learner, register_preset
+
+__all__ = ["McilOptions", "McilLearner", "OFFICIAL_LOGIT_SCALE"]
+
+log = logging.getLogger(__name__)
+
+#: The official code's logit scale: CLIP's ``logit_scale`` parameter used raw, ln(1/0.07) ≈ 2.659.
+OFFICIAL_LOGIT_SCALE = math.log(1 / 0.07)
+_TEXT_CHUNK = 512  # prompts per text-encoder call at evaluation
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class McilOptions:
+    """``method.options`` of ``mcil`` (see docs/method.md for the reasoning behind each default)."""
+
+    mife: bool = _opt(True, "MoE adapters on the image and text towers (false: frozen towers, AAVFM only)")
+    experts: Literal["task-experts", "official"] = _opt(
+        "task-experts", "task-experts: each task adds its own experts + router columns; official: one shared pool"
+    )
+    n_experts: int = _opt(5, "pool size per site for experts=official")
+    experts_per_task: int = _opt(2, "experts (and router columns) added per site per task for experts=task-experts")
+    top_k: int = _opt(2, "experts picked per sample; 1 = official (the router then gets no gradient)")
+    route_current: bool = _opt(True, "task-experts: keep one current-task expert among the picks while training")
+    freeze_old: bool = _opt(True, "task-experts: freeze earlier tasks' experts and router columns")
+    official_freeze_hack: bool = _opt(
+        False, "experts=official: freeze for good every expert some sample of a training batch did not pick"
+    )
+    balance_loss: float = _opt(0.0, "weight of the Switch load-balancing loss (0 = off, as official)")
+    router_input: Literal["mean", "first-token"] = _opt("mean", "router sees the token mean or token 0 (official)")
+    bottleneck: int = _opt(64, "expert bottleneck width")
+    adapter_scale: float = _opt(0.1, "fixed output scale of every expert")
+    dropout: float = _opt(0.1, "dropout inside the experts")
+    text_diversity: bool = _opt(True, "training prototypes average the template set's train list (false: test template)")
+    logit_scale: Literal["backbone", "official-raw"] = _opt(
+        "backbone", "backbone: s = exp(logit_scale) of the backbone; official-raw: s = ln(1/0.07), raw prototypes"
+    )
+    fusion_hidden: int | None = _opt(None, "hidden width of the fusion MLP (null: the embedding width)")
+
+    def validate(self, prefix: str) -> None:
+        for name in ("n_experts", "experts_per_task", "top_k", "bottleneck"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{prefix}.{name}: {getattr(self, name)!r} is out of range; allowed: >= 1")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"{prefix}.dropout: {self.dropout!r} is out of range; allowed: [0, 1)")
+        if self.balance_loss < 0:
+            raise ConfigError(f"{prefix}.balance_loss: {self.balance_loss!r} is out of range; allowed: >= 0")
+        if self.fusion_hidden is not None and self.fusion_hidden < 1:
+            raise ConfigError(f"{prefix}.fusion_hidden: {self.fusion_hidden!r} must be >= 1 or null")
+        if self.official_freeze_hack and self.experts != "official":
+            raise ConfigError(f"{prefix}.official_freeze_hack: only applies with {prefix}.experts=official")
+
+    def mife_config(self) -> MifeConfig:
+        return MifeConfig(
+            experts=self.experts,
+            n_experts=self.n_experts,
+            experts_per_task=self.experts_per_task,
+            top_k=self.top_k,
+            route_current=self.route_current,
+            freeze_old=self.freeze_old,
+            official_freeze_hack=self.official_freeze_hack,
+            router_input=self.router_input,
+            bottleneck=self.bottleneck,
+            adapter_scale=self.adapter_scale,
+            dropout=self.dropout,
+            balance=self.balance_loss > 0,
+        )
+
+
+class _Fused(NamedTuple):
+    """Per-batch output of the fusion stage (all features L2-normalised)."""
+
+    final: torch.Tensor  # (B, D) the classifier's input
+    fused: torch.Tensor  # (B,) bool, took the fusion path
+    f_fused: torch.Tensor  # (n_fused, D)
+    r: torch.Tensor  # (B,) Pearson r; NaN where a modality is missing
+    both: torch.Tensor  # (B,) bool, has image and audio
+
+
+@register_learner
+class McilLearner(Learner):
+    """MCIL (arXiv 2506.09999): MoE adapters, adaptive audio-visual fusion, text diversity, L_CW + L_MI.
+
+    MIFE (``mcil.method.mife``) adapts the image and text towers; AAVFM (``mcil.method.aavfm``)
+    gates and fuses the frozen audio embedding into the image feature; the classifier is a scaled
+    cosine against averaged text prototypes (``mcil.method.prompts``); losses in
+    ``mcil.method.losses``. Design choices and official variants: docs/method.md.
+    """
+
+    NAME = "mcil"
+    MODALITIES = frozenset({"image", "audio", "text"})
+    FROZEN_FEATURES = frozenset({"audio"})
+    Options = McilOptions
+
+    def __init__(
+        self, backbone: Backbone, class_names: list[str], templates: str, cfg: RunConfig, options: McilOptions
+    ) -> None:
+        super().__init__()
+        object.__setattr__(self, "backbone", backbone.freeze())  # not a submodule (see module docstring)
+        self.class_names = list(class_names)
+        self.template_set = load_templates(templates)
+        self.cfg = cfg
+        self.options = options
+        device = next(backbone.parameters()).device
+        sites = list(backbone.image_sites()) + list(backbone.text_sites())
+        self.mife: MIFE | None = MIFE(sites, options.mife_config()).to(device) if options.mife else None
+        self.fusion: DynamicFusion | None = None
+        if cfg.fusion.gate != "never":
+            self.fusion = DynamicFusion(backbone.embed_dim, options.fusion_hidden, cfg.fusion.attention).to(device)
+        self.register_buffer("adaptive_th", torch.tensor(float("nan"), device=device))
+        self._task: Task | None = None
+        self._label_map: torch.Tensor | None = None
+        self._train_tokens: torch.Tensor | None = None
+        self._train_protos: torch.Tensor | None = None  # cached when the text tower is frozen
+        self._eval_protos: dict[int, torch.Tensor] = {}
+        self._eval_version = -1
+        self._text_version = 0
+        self._r_running: list[torch.Tensor] = []
+        self._fusion_stats: dict[tuple[str, str], torch.Tensor] = {}
+        self._param_stats: dict[str, dict[str, int]] = {"added_per_task": {}, "trainable_per_task": {}}
+        self._threshold_stats: dict[str, float] = {}
+        self._own_params_last = 0
+
+    # ------------------------------------------------------------------------------------------
+    # small helpers
+    # ------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.adaptive_th.device
+
+    def _stats_key(self) -> str:
+        return str(self._task.index) if self._task is not None else "before"
+
+    def _scale(self) -> float:
+        if self.options.logit_scale == "official-raw":
+            return OFFICIAL_LOGIT_SCALE
+        return float(self.backbone.logit_scale_value())
+
+    @property
+    def _normalize_templates(self) -> bool:
+        # CLIP-style ensembling (each prompt normalised) unless reproducing the official raw average.
+        return self.options.logit_scale == "backbone"
+
+    def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.mife is None:
+            return self.backbone.encode_text(tokens)
+        with self.mife.active():
+            return self.backbone.encode_text(tokens)
+
+    # ------------------------------------------------------------------------------------------
+    # features
+    # ------------------------------------------------------------------------------------------
+    def _encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised ``f_v, f_a`` ``(B, D)`` (zero rows where a modality is absent) and the
+        ``has_image, has_audio`` masks ``(B,)``."""
+        dev = self.device
+        n = len(batch)
+        has_image = batch.has_image.to(dev).bool()
+        has_audio = batch.has_audio.to(dev).bool()
+        if batch.image is not None:
+            with self.mife.active() if self.mife is not None else contextlib.nullcontext():
+                v = self._encode_rows(self.backbone.encode_image, batch.image.to(dev), has_image)
+        elif batch.image_emb is not None and self.mife is None:
+            v = batch.image_emb.to(dev).float()
+        elif batch.image_emb is not None:
+            raise UserError(
+                "method mcil with MIFE adapts the image tower and needs raw images (batch.image), "
+                "not cached image embeddings; set method.options.mife=false to use cached ones"
+            )
+        else:
+            v = torch.zeros(n, self.backbone.embed_dim, device=dev)
+            has_image = torch.zeros_like(has_image)
+        if batch.audio_emb is not None:
+            a = batch.audio_emb.to(dev).float()
+        elif batch.audio is not None:
+            with torch.no_grad():
+                a = self._encode_rows(self.backbone.encode_audio, batch.audio.to(dev), has_audio)
+        else:
+            a = torch.zeros(n, self.backbone.embed_dim, device=dev)
+            has_audio = torch.zeros_like(has_audio)
+        v = v * has_image.unsqueeze(1)
+        a = a.detach() * has_audio.unsqueeze(1)
+        return F.normalize(v, dim=-1), F.normalize(a, dim=-1), has_image, has_audio
+
+    def _encode_rows(self, encode: Any, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``encode`` only the rows where ``keep`` (absent modalities cost nothing and route nowhere);
+        zeros elsewhere, float32 ``(B, D)``."""
+        if bool(keep.all()):
+            return encode(x).float()
+        out = torch.zeros(x.shape[0], self.backbone.embed_dim, device=x.device)
+        rows = torch.nonzero(keep, as_tuple=False).flatten()
+        if rows.numel() == 0:
+            return out
+        return out.index_put((rows,), encode(x.index_select(0, rows)).float())
+
+    def _threshold(self, r: torch.Tensor, both: torch.Tensor, training: bool) -> float:
+        """``fusion.th``; for gate ``adaptive`` the estimated quantile (see docs/method.md)."""
+        f = self.cfg.fusion
+        if f.gate != "adaptive":
+            return f.th
+        if training:
+            self._r_running.append(r[both].detach().float().cpu())
+            th = adaptive_threshold(torch.cat(self._r_running), f.adaptive_quantile)
+        else:
+            th = float(self.adaptive_th)
+        return f.th if math.isnan(th) else th
+
+    def _fuse(
+        self, v: torch.Tensor, a: torch.Tensor, has_image: torch.Tensor, has_audio: torch.Tensor, training: bool
+    ) -> _Fused:
+        r = pearson_r(v.detach(), a)
+        both = has_image & has_audio
+        if self.fusion is None:
+            fused = torch.zeros_like(both)
+        else:
+            th = self._threshold(r, both, training)
+            fused = gate_decision(r, th, self.cfg.fusion.gate, has_audio, has_image)
+        if self.fusion is not None and bool(fused.any()):
+            f_fused = F.normalize(self.fusion(v[fused], a[fused]), dim=-1)
+        else:
+            f_fused = v.new_zeros((0, v.shape[1]))
+        final = select_features(v, a, fused, f_fused, has_image)
+        r = torch.where(both, r, torch.full_like(r, float("nan")))
+        return _Fused(final, fused, f_fused, r, both)
+
+    def _record_fusion(self, phase: str, out: _Fused) -> None:
+        with torch.no_grad():
+            r_both = torch.nan_to_num(out.r, nan=0.0)
+            row = torch.stack(
+                [
+                    torch.tensor(float(out.fused.numel()), device=out.r.device),
+                    out.both.float().sum(),
+                    out.fused.float().sum(),
+                    r_both.sum(),
+                ]
+            )
+            key = (phase, self._stats_key())
+            prev = self._fusion_stats.get(key)
+            self._fusion_stats[key] = row if prev is None else prev.to(row.device) + row
+
+    # ------------------------------------------------------------------------------------------
+    # prototypes
+    # ------------------------------------------------------------------------------------------
+    def _train_prototypes(self) -> torch.Tensor:
+        """``(n_t, D)`` prototypes of the current task's classes (gradients into the text adapters)."""
+        if self._train_protos is not None:
+            return self._train_protos
+        n_templates = len(self.template_set.for_training(self.options.text_diversity))
+        emb = self._encode_text(self._train_tokens).float()
+        protos = average_prototypes(emb, n_templates, self._normalize_templates)
+        if self.mife is None:  # frozen text tower: constant within the task
+            self._train_protos = protos.detach()
+        return protos
+
+    @torch.no_grad()
+    def _class_embeddings(self, classes: Sequence[int], normalize_templates: bool) -> torch.Tensor:
+        """``(C, D)`` averaged evaluation-prompt embeddings of ``classes`` (not re-normalised)."""
+        templates = self.template_set.for_evaluation(self.cfg.eval_template)
+        prompts = fill_prompts(templates, [self.class_names[c] for c in classes])
+        per_chunk = max(1, _TEXT_CHUNK // len(templates)) * len(templates)
+        parts = []
+        for start in range(0, len(prompts), per_chunk):
+            tokens = self.backbone.tokenize(prompts[start : start + per_chunk]).to(self.device)
+            parts.append(self._encode_text(tokens).float())
+        return average_prototypes(torch.cat(parts), len(templates), normalize_templates)
+
+    def _eval_prototypes(self, classes: Sequence[int]) -> torch.Tensor:
+        """``(C, D)`` L2-normalised evaluation prototypes, cached per class until the text adapters change."""
+        if self._eval_version != self._text_version:
+            self._eval_protos = {}
+            self._eval_version = self._text_version
+        missing = [int(c) for c in dict.fromkeys(classes) if int(c) not in self._eval_protos]
+        if missing:
+            protos = F.normalize(self._class_embeddings(missing, self._normalize_templates), dim=-1)
+            self._eval_protos.update(zip(missing, protos))
+        return torch.stack([self._eval_protos[int(c)] for c in classes])
+
+    def invalidate_text_cache(self) -> None:
+        """Forget cached evaluation prototypes (``mcil bench``'s official-style reference path)."""
+        self._text_version += 1
+
+    def class_text_embeddings(self, classes: Sequence[int]) -> torch.Tensor:
+        """``(C, D)`` unnormalised mean embedding of each class's evaluation prompts (metric M1)."""
+        was = self.training
+        self.eval()
+        try:
+            if self.mife is not None:
+                with self.mife.recording(False):
+                    return self._class_embeddings(list(classes), normalize_templates=False)
+            return self._class_embeddings(list(classes), normalize_templates=False)
+        finally:
+            self.train(was)
+
+    # ------------------------------------------------------------------------------------------
+    # the learner interface
+    # ------------------------------------------------------------------------------------------
+    def _prepare_task(self, task: Task) -> None:
+        """Label map and tokenised training prompts of ``task`` (no parameters touched)."""
+        self._task = task
+        label_map = torch.full((len(self.class_names),), -1, dtype=torch.long)
+        label_map[list(task.classes)] = torch.arange(len(task.classes))
+        self._label_map = label_map.to(self.device)
+        templates = self.template_set.for_training(self.options.text_diversity)
+        prompts = fill_prompts(templates, [self.class_names[c] for c in task.classes])
+        self._train_tokens = self.backbone.tokenize(prompts).to(self.device)
+        self._train_protos = None
+        self._text_version += 1
+
+    def begin_task(self, task: Task) -> None:
+        """Grow MIFE (task-experts), set trainable flags, prepare labels and prompts; count parameters."""
+        if self.mife is not None:
+            self.mife.begin_task(task.index)
+        self._prepare_task(task)
+        self._r_running = []
+        own = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        key = str(task.index)
+        added = own - self._own_params_last
+        self._param_stats["added_per_task"][key] = added
+        self._param_stats["trainable_per_task"][key] = trainable
+        self._own_params_last = own
+        log.info("mcil task %d: %d classes, %d parameters added, %d trainable", task.index + 1, len(task.classes), added, trainable)
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if self._task is None or self._label_map is None:
+            raise RuntimeError("McilLearner.train_step before begin_task")
+        labels = batch.labels.to(self.device).long()
+        y = self._label_map[labels]
+        if bool((y < 0).any()):
+            bad = sorted({int(c) for c in labels[y < 0].tolist()})
+            raise ValueError(f"batch holds labels {bad} outside the current task's classes {list(self._task.classes)}")
+        v, a, has_image, has_audio = self._encode(batch)
+        out = self._fuse(v, a, has_image, has_audio, training=True)
+        protos = self._train_prototypes()
+        logits = cosine_logits(out.final, protos, self._scale(), normalize_prototypes=self._normalize_templates)
+        base = torch.where(has_image.unsqueeze(1), v, a)
+        l_cw = cw_loss(logits, y, base, self.cfg.loss.cw, self.cfg.loss.label_smoothing)
+        l_mi = mi_loss(out.f_fused, v[out.fused], a[out.fused], self.cfg.loss.mi_reduction)
+        loss = total_loss(l_cw, l_mi, self.cfg.loss.alpha)
+        terms = {"loss_cw": l_cw, "loss_mi": l_mi}
+        if self.mife is not None and self.options.balance_loss > 0:
+            l_bal = self.mife.pop_balance_loss()
+            if l_bal is not None:
+                loss = loss + self.options.balance_loss * l_bal
+                terms["loss_balance"] = l_bal
+        check_finite({**terms, "loss": loss})
+        if not loss.requires_grad:
+            # Nothing on the graph this step (frozen towers and a closed gate): a zero-valued link
+            # to the trainable parameters keeps loss.backward() valid and changes nothing.
+            params = self.trainable_parameters()
+            if params:
+                loss = loss + sum(p.sum() for p in params) * 0.0
+        if self.mife is not None:
+            self._text_version += 1  # the optimiser step will change the text adapters
+        self._record_fusion("train", out)
+        result = {"loss": loss, **{k: t.detach() for k, t in terms.items()}}
+        result["fusion_rate"] = out.fused.float().mean().detach()
+        return result
+
+    def end_task(self, task: Task, loader: BatchLoader) -> None:
+        """Adaptive gate: re-estimate the threshold over the task's whole train split (final adapters)."""
+        if self.cfg.fusion.gate == "adaptive":
+            was = self.training
+            self.eval()
+            rs = []
+            try:
+                with torch.no_grad():
+                    ctx = self.mife.recording(False) if self.mife is not None else contextlib.nullcontext()
+                    with ctx:
+                        for batch in loader():
+                            v, a, hi, ha = self._encode(batch)
+                            rs.append(pearson_r(v, a)[hi & ha].cpu())
+            finally:
+                self.train(was)
+            th = adaptive_threshold(torch.cat(rs) if rs else torch.empty(0), self.cfg.fusion.adaptive_quantile)
+            self.adaptive_th.fill_(th)
+            log.info("mcil task %d: adaptive threshold %.4f (quantile %.2f of r)", task.index + 1, th, self.cfg.fusion.adaptive_quantile)
+        self._r_running = []
+        th_eval = float(self.adaptive_th) if self.cfg.fusion.gate == "adaptive" else self.cfg.fusion.th
+        self._threshold_stats[str(task.index)] = th_eval if not math.isnan(th_eval) else self.cfg.fusion.th
+        self._text_version += 1
+
+    def predict(self, batch: Batch, classes: Sequence[int]) -> Prediction:
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                v, a, has_image, has_audio = self._encode(batch)
+                out = self._fuse(v, a, has_image, has_audio, training=False)
+                protos = self._eval_prototypes(classes)
+                s = self._scale()
+                logits = s * out.final @ protos.t()
+                self._record_fusion("eval", out)
+                return Prediction(
+                    logits=logits,
+                    by_modality={"image": s * v @ protos.t(), "audio": s * a @ protos.t(), "fused": logits},
+                    features={"image": v, "audio": a, "fused": out.final},
+                    fused=out.fused,
+                    r=out.r,
+                )
+        finally:
+            self.train(was)
+
+    # ------------------------------------------------------------------------------------------
+    # statistics and checkpointing
+    # ------------------------------------------------------------------------------------------
+    def statistics(self) -> dict[str, Any]:
+        fusion: dict[str, Any] = {
+            "gate": self.cfg.fusion.gate,
+            "th": self.cfg.fusion.th,
+            "attention": self.cfg.fusion.attention,
+            "threshold_per_task": dict(self._threshold_stats),
+        }
+        for (phase, key), row in sorted(self._fusion_stats.items()):
+            n, both, fused, r_sum = row.tolist()
+            fusion.setdefault(phase, {})[key] = {
+                "samples": int(n),
+                "both_modalities": int(both),
+                "fused": int(fused),
+                "fusion_rate": fused / n if n else 0.0,
+                "r_mean": r_sum / both if both else None,
+            }
+        out: dict[str, Any] = {
+            "options": dataclasses.asdict(self.options),
+            "parameters": {k: dict(v) for k, v in self._param_stats.items()},
+            "fusion": fusion,
+        }
+        if self.mife is not None:
+            out["experts"] = self.mife.statistics()
+        return out
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "task": dataclasses.asdict(self._task) if self._task is not None else None,
+            "param_stats": {k: dict(v) for k, v in self._param_stats.items()},
+            "threshold_stats": dict(self._threshold_stats),
+            "fusion_stats": {f"{p}|{k}": v.tolist() for (p, k), v in self._fusion_stats.items()},
+            "r_running": torch.cat(self._r_running).tolist() if self._r_running else [],
+            "own_params_last": self._own_params_last,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != 1:
+            raise RuntimeError(f"mcil checkpoint: unknown extra-state version {state.get('version')!r}")
+        task = state["task"]
+        if task is not None:
+            self._prepare_task(
+                Task(**{**task, "classes": tuple(task["classes"]), "seen_classes": tuple(task["seen_classes"])})
+            )
+        self._param_stats = {k: dict(v) for k, v in state["param_stats"].items()}
+        self._threshold_stats = dict(state["threshold_stats"])
+        self._fusion_stats = {
+            tuple(k.split("|", 1)): torch.tensor(v, device=self.device) for k, v in state["fusion_stats"].items()
+        }
+        self._r_running = [torch.tensor(state["r_running"], dtype=torch.float32)] if state["r_running"] else []
+        self._own_params_last = int(state["own_params_last"])
+        self._text_version += 1
+
+    def close(self) -> None:
+        """Remove the adapter hooks from the backbone (the backbone is bare afterwards)."""
+        if self.mife is not None:
+            self.mife.detach()
+
+
+# ----------------------------------------------------------------------------------------------
+# Ablation presets and official-behaviour variant
+# ----------------------------------------------------------------------------------------------
+register_preset(
+    "mcil-no-mife",
+    learner="mcil",
+    overrides={"method.options.mife": False},
+    doc="without MIFE: frozen image and text towers, only AAVFM (and its fusion MLP) trains",
+)
+register_preset(
+    "mcil-no-aavfm", learner="mcil", overrides={"fusion.gate": "never"}, doc="without AAVFM: image feature only, no fusion, L_MI = 0"
+)
+register_preset(
+    "mcil-no-text-diversity",
+    learner="mcil",
+    overrides={"method.options.text_diversity": False},
+    doc="training prototypes from the single test template instead of the averaged template set",
+)
+register_preset("mcil-no-mi", learner="mcil", overrides={"loss.alpha": 1.0}, doc="without L_MI (alpha = 1)")
+register_preset(
+    "mcil-no-cw-weighting",
+    learner="mcil",
+    overrides={"loss.cw": "official"},
+    doc="L_CW as coded officially (the weights cancel: plain cross-entropy)",
+)
+register_preset(
+    "mcil-gate-always", learner="mcil", overrides={"fusion.gate": "always"}, doc="fuse every sample that has audio"
+)
+register_preset(
+    "mcil-gate-sample", learner="mcil", overrides={"fusion.gate": "sample"}, doc="per-sample threshold test r >= th"
+)
+register_preset(
+    "mcil-official",
+    learner="mcil",
+    overrides={
+        "method.options.experts": "official",
+        "method.options.top_k": 1,
+        "method.options.router_input": "first-token",
+        "method.options.official_freeze_hack": True,
+        "method.options.logit_scale": "official-raw",
+        "loss.cw": "official",
+        "loss.mi_reduction": "sum",
+        "fusion.attention": "batch-official",
+    },
+    doc="the official code's behaviour: shared 5-expert pool, top-1 (router cannot learn), freeze hack, "
+    "raw logit scale, L_CW = CE, summed MI, batch-mixing attention (add optim.pairing=official-shuffled "
+    "for its unaligned image/audio loaders)",
+)

@@ -1,0 +1,100 @@
+"""Fixtures for the method tests: a small random tiny backbone, run configs, learners, batches.
+
+Everything goes through the ``mk`` fixture (a factory), so no test imports this file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pytest
+import torch
+
+from mcil.backbones.tiny import TinyBackbone, TinyConfig
+from mcil.config import RunConfig, apply_overrides, parse_dataclass
+from mcil.method.base import Batch
+
+#: Class names made of words the tiny word tokenizer knows (its vocabulary is built from them).
+CLASS_NAMES: tuple[str, ...] = ("red star", "blue circle", "green square", "yellow ring", "purple cross", "orange moon")
+
+#: Width 32, 2 blocks per tower, 16×16 images, 0.25 s audio: a few ms per forward on one thread.
+SMALL = TinyConfig(
+    embed_dim=32, width=32, depth=2, heads=2, mlp_ratio=2.0, image_size=16, image_patch=8,
+    num_samples=4000, n_mels=16, audio_frames=16, audio_patch_mel=8, audio_patch_time=8, context_length=16,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two cores shared by several workers: one intra-op thread is far faster here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Factory:
+    class_names = CLASS_NAMES
+
+    @staticmethod
+    def backbone(seed: int = 0) -> TinyBackbone:
+        """Frozen random tiny backbone; weights redrawn with std 1/√fan_in so that embeddings of
+        different inputs differ (the tiny default init, meant for pre-training, maps all inputs
+        to nearly the same point)."""
+        bb = TinyBackbone.random(seed=seed, vocab=list(CLASS_NAMES), config=SMALL)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            for m in bb.modules():
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                    m.weight.normal_(0.0, m.weight[0].numel() ** -0.5)
+                elif isinstance(m, torch.nn.Embedding):
+                    m.weight.normal_(0.0, 1.0)
+        return bb.freeze()
+
+    @staticmethod
+    def cfg(**dotted: Any) -> RunConfig:
+        """RunConfig with dotted overrides given as keyword arguments with '__' for '.'."""
+        items = [f"{k.replace('__', '.')}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in dotted.items()]
+        return parse_dataclass(RunConfig, apply_overrides({}, items))
+
+    @classmethod
+    def learner(cls, backbone: TinyBackbone | None = None, options: dict[str, Any] | None = None, seed: int = 0, **dotted: Any):
+        from mcil.method.mcil_learner import McilLearner
+
+        cfg = cls.cfg(**dotted)
+        if options:
+            cfg = parse_dataclass(
+                RunConfig, {**_as_dict(cfg), "method": {"name": "mcil", "options": dict(options)}}
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return McilLearner.from_config(backbone or cls.backbone(), list(CLASS_NAMES), "synav", cfg)
+
+    @staticmethod
+    def batch(
+        labels: Sequence[int],
+        seed: int = 0,
+        has_image: Sequence[bool] | None = None,
+        has_audio: Sequence[bool] | None = None,
+    ) -> Batch:
+        """Random images (B, 3, 16, 16) and waveforms (B, 4000); absent modalities zeroed as the trainer does."""
+        g = torch.Generator().manual_seed(seed)
+        n = len(labels)
+        hi = torch.tensor(has_image if has_image is not None else [True] * n)
+        ha = torch.tensor(has_audio if has_audio is not None else [True] * n)
+        image = torch.randn(n, 3, 16, 16, generator=g) * hi.view(-1, 1, 1, 1)
+        audio = (torch.rand(n, 4000, generator=g) * 2 - 1) * 0.5 * ha.view(-1, 1)
+        return Batch(
+            labels=torch.tensor(list(labels)), has_image=hi, has_audio=ha, index=torch.arange(n), image=image, audio=audio
+        )
+
+
+def _as_dict(cfg: RunConfig) -> dict[str, Any]:
+    from mcil.config import config_to_dict
+
+    return config_to_dict(cfg)
+
+
+@pytest.fixture
+def mk() -> type[Factory]:
+    return Factory
