@@ -416,13 +416,14 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
         order=cfg.scenario.order,
         order_seed=cfg.scenario.order_seed,
         dataset=manifest.name,
+        class_names=list(manifest.class_names)[: len(manifest.incremental_labels)],
     )
     T = len(scenario.tasks)
 
     learner_cls = get_learner_class(cfg.method.name)
     class_names = list(manifest.class_names)
     learner = learner_cls.from_config(backbone, class_names, manifest.templates, cfg).to(device)
-    frozen_towers = set(learner_cls.FROZEN_FEATURES) if cfg.data.feature_cache else set()
+    frozen_towers = set(learner.FROZEN_FEATURES) if cfg.data.feature_cache else set()
     need_raw = frozenset({"image", "audio"} - frozen_towers)
     frozen: dict[str, dict[str, torch.Tensor]] = {"train": {}, "test": {}}
     for tower in sorted(frozen_towers):
@@ -489,7 +490,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
             seen = tuple(int(c) for task in scenario.tasks[: t + 1] for c in task)
             idx_task = data.indices_of("train", classes)
             bs = cfg.optim.batch_size
-            steps_per_epoch = math.ceil(len(idx_task) / bs) if learner_cls.NEEDS_GRAD else 0
+            steps_per_epoch = math.ceil(len(idx_task) / bs) if learner.NEEDS_GRAD else 0
             total_steps = steps_per_epoch * cfg.optim.epochs
             task = Task(index=t, classes=classes, seen_classes=seen, n_tasks=T, steps=total_steps)
             fresh_task = len(learner.tasks_begun) <= t

@@ -151,6 +151,8 @@ class McilLearner(Learner):
         device = next(backbone.parameters()).device
         sites = list(backbone.image_sites()) + list(backbone.text_sites())
         self.mife: MIFE | None = MIFE(sites, options.mife_config()).to(device) if options.mife else None
+        if self.mife is None:  # both encoders frozen: the trainer may serve cached image embeddings too
+            self.FROZEN_FEATURES = frozenset({"image", "audio"})
         self.fusion: DynamicFusion | None = None
         if cfg.fusion.gate != "never":
             self.fusion = DynamicFusion(backbone.embed_dim, options.fusion_hidden, cfg.fusion.attention).to(device)
