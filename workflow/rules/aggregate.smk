@@ -1,0 +1,40 @@
+# Every result.json under results/runs -> one tidy table, the paper's tables, figures and claims.md.
+
+
+rule aggregate:
+    """Collect the runs (all of results/runs) into all_runs.csv, tables, figures and claims.md."""
+    input:
+        run_targets(),
+    output:
+        runs=report("results/all_runs.csv", caption="../report/all_runs.rst", category="Runs"),
+        steps="results/all_steps.csv",
+        claims=report("results/claims.md", caption="../report/claims.rst", category="Claims"),
+        claims_csv="results/claims.csv",
+        tables=[
+            report(f"results/tables/{name}.csv", caption=f"../report/table_{name}.rst", category="Tables")
+            for name in TABLES
+        ],
+        tables_text=expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "tex"]),
+        figures=[
+            report(f"figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
+            for name in FIGURES
+        ],
+        figures_pdf=expand("figures/{name}.pdf", name=FIGURES),
+    params:
+        th=label(config["defaults"]["th"]),
+        alpha=label(config["defaults"]["alpha"]),
+        noisy=" ".join(noisy_datasets()) or "none",
+        tolerance=config["claims"]["tolerance"],
+        confidence=config["claims"]["confidence"],
+    log:
+        "logs/aggregate/aggregate.log",
+    benchmark:
+        "benchmarks/aggregate/aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "mcil aggregate --runs {RUNS_DIR} --out results --figures figures"
+        " --default-th {params.th} --default-alpha {params.alpha}"
+        " --noisy {params.noisy} --tolerance {params.tolerance} --confidence {params.confidence}"
+        " > {log} 2>&1"

@@ -1,0 +1,74 @@
+# Datasets on disk (manifest.csv + classes.json) and their tensor cache.
+
+
+rule synth:
+    """The procedural dataset synav (PNG + WAV + manifest), one folder per regime."""
+    output:
+        manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
+        classes=f"{DATA_DIR}/{{dataset}}/classes.json",
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("synth")),
+    params:
+        out=lambda wc: dataset_root(wc.dataset),
+        regime=lambda wc: config["datasets"][wc.dataset]["regime"],
+        s=config.get("synth", {}),
+    log:
+        "logs/synth/{dataset}.log",
+    benchmark:
+        "benchmarks/synth/{dataset}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    shell:
+        "mcil synth --out {params.out} --regime {params.regime} --seed {params.s[seed]}"
+        " --n-classes {params.s[n_classes]} --train-per-class {params.s[train_per_class]}"
+        " --test-per-class {params.s[test_per_class]} --pretrain-classes {params.s[pretrain_classes]}"
+        " --pretrain-per-class {params.s[pretrain_per_class]} --noise-level {params.s[noise_level]}"
+        " --workers {threads} > {log} 2>&1"
+
+
+rule prepare:
+    """A real dataset (ImageNet-ESC-19/27, miniARIC) turned into an mcil manifest from raw folders."""
+    input:
+        prepare_inputs,
+    output:
+        manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
+        classes=f"{DATA_DIR}/{{dataset}}/classes.json",
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("prepare")),
+    params:
+        args=prepare_args,
+        out=lambda wc: dataset_root(wc.dataset),
+    log:
+        "logs/prepare/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare/{dataset}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+    shell:
+        "mcil prepare {params.args} --out {params.out} > {log} 2>&1"
+
+
+rule cache:
+    """Decode every sample of a dataset once into the memory-mapped tensor cache (shared by all runs)."""
+    input:
+        manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
+    output:
+        report=f"{CACHE_DIR}/{{dataset}}.cache.json",
+    params:
+        root=lambda wc: dataset_root(wc.dataset),
+        cache_dir=CACHE_DIR,
+        spec=config["backbone"].get("cache_spec", {}),
+    log:
+        "logs/cache/{dataset}.log",
+    benchmark:
+        "benchmarks/cache/{dataset}.tsv"
+    threads: config["backbone"].get("cache_threads", 2)
+    resources:
+        mem_mb=8000,
+    shell:
+        "mcil cache --data {params.root} --cache-dir {params.cache_dir} --splits train test"
+        " --image-size {params.spec[image_size]} --image-resize {params.spec[image_resize]}"
+        " --sample-rate {params.spec[sample_rate]} --num-samples {params.spec[num_samples]}"
+        " --workers {threads} --report {output.report} > {log} 2>&1"

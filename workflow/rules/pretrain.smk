@@ -1,0 +1,34 @@
+# The tiny tri-modal backbone, pre-trained contrastively on the pre-training split of a synav
+# dataset. Runs only when a training job needs pretrain.out, i.e. when backbone.checkpoint is
+# pretrain.out; an AudioCLIP checkpoint comes from a user path instead.
+
+PRETRAIN_NAME = os.path.basename(os.path.splitext(config["pretrain"]["out"])[0])
+
+
+rule pretrain:
+    """Contrastive pre-training of the tiny backbone; writes the checkpoint and its zero-shot table."""
+    input:
+        manifest=dataset_manifest(config["pretrain"]["dataset"]),
+    output:
+        checkpoint=config["pretrain"]["out"],
+        zeroshot=report(
+            os.path.splitext(config["pretrain"]["out"])[0] + ".zeroshot.md",
+            caption="../report/zeroshot.rst",
+            category="Backbone",
+        ),
+    params:
+        data=dataset_root(config["pretrain"]["dataset"]),
+        cache_dir=CACHE_DIR,
+        p=config["pretrain"],
+    log:
+        f"logs/pretrain/{PRETRAIN_NAME}.log",
+    benchmark:
+        f"benchmarks/pretrain/{PRETRAIN_NAME}.tsv"
+    threads: config["pretrain"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=4000,
+    shell:
+        "mcil pretrain --data {params.data} --out {output.checkpoint} --epochs {params.p[epochs]}"
+        " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --seed {params.p[seed]}"
+        " --cache-dir {params.cache_dir} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,25 @@
+# One `mcil train` per run: results/runs/{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}/result.json
+# (+ checkpoints/ for resume, kept when a job fails so that a retry continues where it stopped).
+
+
+rule train:
+    """Train one configuration over all tasks; the log starts with the run's resolved overrides."""
+    input:
+        unpack(train_inputs),
+    output:
+        result=RUN_RESULT,
+    params:
+        out=lambda wc, output: os.path.dirname(output.result),
+        overrides=run_overrides,
+    log:
+        "logs/train/" + RUN_NAME + ".log",
+    benchmark:
+        "benchmarks/train/" + RUN_NAME + ".tsv"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime"],
+    shell:
+        "echo overrides: {params.overrides} > {log};"
+        " mcil train --out {params.out} --threads {threads} {params.overrides} >> {log} 2>&1"
