@@ -188,7 +188,7 @@ def bench_audioclip(device: torch.device, batch_size: int, steps: int, bf16: boo
     model = AudioCLIP().to(device).freeze()
     sites = list(model.image_sites()) + list(model.text_sites())
     mife = MIFE(sites, MifeConfig()).to(device)
-    mife.add_task_experts() if hasattr(mife, "add_task_experts") else None
+    mife.begin_task(0)
     params = [p for p in mife.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if params else None
     images = torch.randn(batch_size, 3, 224, 224, device=device)

@@ -71,10 +71,15 @@ def outputs(audioclip_random: AudioCLIP) -> dict[str, object]:
     model = audioclip_random
     image, wave, tokens = _fixed_inputs()
     site_shapes: dict[str, tuple[int, ...]] = {}
+    site_inputs: dict[str, tuple[int, ...]] = {}
+
+    def record(_m, inp, out, name):
+        site_shapes[name] = tuple(out.shape)
+        site_inputs[name] = tuple(inp[0].shape)
+
     sites = model.image_sites() + model.text_sites()
     handles = [
-        s.module.register_forward_hook(lambda _m, _i, out, name=s.name: site_shapes.__setitem__(name, tuple(out.shape)))
-        for s in sites
+        s.module.register_forward_hook(lambda m, i, o, name=s.name: record(m, i, o, name)) for s in sites
     ]
     try:
         with torch.no_grad():
@@ -87,6 +92,7 @@ def outputs(audioclip_random: AudioCLIP) -> dict[str, object]:
         for h in handles:
             h.remove()
     result["site_shapes"] = site_shapes
+    result["site_inputs"] = site_inputs
     return result
 
 
@@ -197,14 +203,16 @@ def test_output_shapes(outputs: dict[str, torch.Tensor]) -> None:
     assert all(torch.isfinite(outputs[k]).all() for k in ("image", "audio", "text"))
 
 
-def test_image_sites_are_the_16_bottlenecks(audioclip_random: AudioCLIP, outputs: dict[str, object]) -> None:
+def test_image_sites_are_the_12_shape_preserving_bottlenecks(audioclip_random: AudioCLIP, outputs: dict[str, object]) -> None:
     sites = audioclip_random.image_sites()
-    assert [s.name for s in sites][:4] == ["visual.layer1.0", "visual.layer1.1", "visual.layer1.2", "visual.layer2.0"]
-    assert len(sites) == 16 and {s.layout for s in sites} == {"BCHW"}
-    assert [s.width for s in sites] == [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
-    sides = [56] * 3 + [28] * 4 + [14] * 6 + [7] * 3
+    assert [s.name for s in sites][:3] == ["visual.layer1.1", "visual.layer1.2", "visual.layer2.1"]
+    assert not any(s.name.endswith(".0") for s in sites)  # stage entries change shape: no parallel adapter
+    assert len(sites) == 12 and {s.layout for s in sites} == {"BCHW"}
+    assert [s.width for s in sites] == [256] * 2 + [512] * 3 + [1024] * 5 + [2048] * 2
+    sides = [56] * 2 + [28] * 3 + [14] * 5 + [7] * 2
     for site, side in zip(sites, sides):
         assert outputs["site_shapes"][site.name] == (1, site.width, side, side)
+        assert outputs["site_inputs"][site.name] == outputs["site_shapes"][site.name]  # output + A(input) is valid
 
 
 def test_text_sites_are_the_12_blocks_in_lbd_layout(audioclip_random: AudioCLIP, outputs: dict[str, object]) -> None:
@@ -527,3 +535,25 @@ def test_registry_builds_audioclip(audioclip_standin, tmp_path: Path) -> None:
         build_backbone("audioclip", None)
     with pytest.raises(BackboneError, match="takes no options"):
         build_backbone("audioclip", str(path), bogus=1)
+
+
+def test_moe_adapters_attach_to_every_site(audioclip_random: AudioCLIP) -> None:
+    """Every image and text site accepts a parallel adapter (output + A(input)) and its output moves."""
+    from mcil.method.mife import MIFE, MifeConfig
+
+    model = audioclip_random
+    mife = MIFE(model.image_sites() + model.text_sites(), MifeConfig())
+    mife.begin_task(0)
+    with torch.no_grad():
+        for p in mife.parameters():  # up-projections start at zero: make the adapters visible
+            p.add_(0.01 * torch.randn_like(p))
+    image, _wave, tokens = _fixed_inputs()
+    try:
+        with torch.no_grad():
+            plain = model.encode_image(image), model.encode_text(tokens)
+            with mife.active():
+                adapted = model.encode_image(image), model.encode_text(tokens)
+    finally:
+        mife.detach()
+    for a, b in zip(plain, adapted):
+        assert a.shape == b.shape and torch.isfinite(b).all() and not torch.allclose(a, b)

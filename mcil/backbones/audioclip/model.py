@@ -174,10 +174,16 @@ class AudioCLIP(Backbone):
 
     # -- adapters -------------------------------------------------------------------------------
     def image_sites(self) -> list[AdapterSite]:
-        """The 16 ModifiedResNet Bottleneck blocks (BCHW; width = block output channels)."""
+        """The 12 shape-preserving ModifiedResNet Bottleneck blocks (BCHW; width = channels).
+
+        A parallel adapter adds ``A(h)`` to the block output, so input and output must have the
+        same shape. The first block of each stage (the 4 with a ``downsample`` shortcut) changes
+        channels and resolution and is therefore not a site.
+        """
         return [
             AdapterSite(name=f"visual.{name}", module=block, width=block.bn3.num_features, layout="BCHW")
             for name, block in self.visual.blocks()
+            if block.downsample is None
         ]
 
     def text_sites(self) -> list[AdapterSite]:
