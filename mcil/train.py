@@ -423,8 +423,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     learner_cls = get_learner_class(cfg.method.name)
     class_names = list(manifest.class_names)
     learner = learner_cls.from_config(backbone, class_names, manifest.templates, cfg).to(device)
-    frozen_towers = set(learner.FROZEN_FEATURES) if cfg.data.feature_cache else set()
-    need_raw = frozenset({"image", "audio"} - frozen_towers)
+    used = {"image", "audio"} & set(learner.MODALITIES)  # towers the method never reads are not loaded
+    frozen_towers = (set(learner.FROZEN_FEATURES) & used) if cfg.data.feature_cache else set()
+    need_raw = frozenset(used - frozen_towers)
     frozen: dict[str, dict[str, torch.Tensor]] = {"train": {}, "test": {}}
     for tower in sorted(frozen_towers):
         for name, split in (("train", train_split), ("test", test_split)):
