@@ -119,8 +119,9 @@ def test_result_is_complete_and_consistent(reference_run):
     assert [len(t) for t in result["scenario"]["tasks"]] == [2, 2, 2]
     assert result["provenance"]["backbone_sha256"]
     assert result["timings"]["train_samples"] > 0
-    # a learner that trains beats chance on the task it just learned (1 of 6 seen after the last task)
-    assert np.mean(np.diag(A)) > 100 / 2
+    # a learner that trains beats chance on the task it just learned (scored among all seen classes)
+    chance = np.mean([100 / (2 * (t + 1)) for t in range(T)])
+    assert np.mean(np.diag(A)) > chance + 10
     assert not (out / "checkpoints" / "state.pt.tmp").exists()
 
 

@@ -1,0 +1,656 @@
+"""``mcil pretrain``: CLIP-style contrastive pre-training of the tiny backbone on synav.
+
+Recipe (the analogue of AudioCLIP's pre-training, sized for a 2-core CPU):
+
+- data: ``split == 'pretrain'`` only — the pre-training classes, disjoint from the incremental
+  classes the benchmark later learns (those are never seen here);
+- text: per sample and pair, one template drawn uniformly from the dataset's ``train`` templates,
+  filled with the class name (text diversity). With probability ``partial_text`` (default 0.5)
+  the filler is instead a *partial description*: a random non-empty subset of the class's visual
+  attribute values for the image–text pair ("a photo of a red star."), of its audio attribute
+  values for the audio–text pair ("a recording of a high whistle."). With only 24 pre-training
+  classes, colour and texture alone identify most of them, so full names let the image tower skip
+  shape (the same for the audio tower); partial descriptions make every attribute word a
+  target of its own. Needs the attributes in classes.json (synav has them); otherwise full names;
+- loss: the mean of three symmetric contrastive losses, image–text, audio–text and image–audio,
+  with in-batch negatives. A batch holds several samples of the same class (24 classes, batches
+  of 64), so a one-hot InfoNCE target would push apart same-class pairs. We use *multi-positive
+  soft targets* instead: row i's target is uniform over its positives — the columns of the same
+  class, or for a partial description every sample whose class has all the described values —
+  and likewise per column. With one sample per class and full names this is CLIP's loss;
+- augmentation: random horizontal flip and ±4-pixel shift of images; random gain (0.8–1.2) and
+  circular time shift (±0.1 s) of audio — light, to avoid memorising 24 classes;
+- AdamW (weight decay on matrices only), linear warm-up then cosine decay, gradient clipping,
+  learned temperature clamped to ≤ 100 like CLIP;
+- deterministic for a seed: one ``torch.Generator`` drives shuffling, template choice and
+  augmentation; the model is initialised under ``torch.manual_seed(seed)``; single process,
+  ``torch.use_deterministic_algorithms(True)``.
+
+After training, :func:`zeroshot_table` scores the frozen backbone on the *incremental* classes'
+test split with the dataset's ``test`` template (image→text, audio→text, and fused = mean of the
+L2-normalised image and audio embeddings → text) and writes ``<out stem>.zeroshot.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mcil.backbones.base import BackboneError, file_sha256
+from mcil.backbones.tiny import (
+    TinyBackbone,
+    TinyConfig,
+    build_vocab,
+    load_tiny,
+    prompt_templates,
+    save_tiny,
+)
+from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
+from mcil.errors import DataError
+
+__all__ = [
+    "PretrainOptions",
+    "PretrainData",
+    "PretrainResult",
+    "contrastive_loss",
+    "class_contrastive_loss",
+    "NAME_PARTS",
+    "class_parts_from_classes",
+    "pretrain",
+    "zeroshot_accuracy",
+    "zeroshot_table",
+    "zeroshot_markdown",
+    "configure_parser",
+    "run_cli",
+]
+
+log = logging.getLogger(__name__)
+
+PAIRS: tuple[tuple[str, str], ...] = (("image", "text"), ("audio", "text"), ("image", "audio"))
+#: classes.json attribute keys per modality, in the order synav writes them into a class name
+#: ("{colour} {texture} {shape}, {pitch} {rhythm} {timbre}").
+NAME_PARTS: dict[str, tuple[str, ...]] = {"image": ("colour", "texture", "shape"), "audio": ("pitch", "rhythm", "timbre")}
+
+
+def class_parts_from_classes(classes: Sequence[dict[str, Any]]) -> list[dict[str, tuple[str, ...]] | None] | None:
+    """Per label, the attribute values of :data:`NAME_PARTS` (None for a class that lacks them);
+    None when no class has them (datasets other than synav)."""
+    parts: list[dict[str, tuple[str, ...]] | None] = []
+    for c in classes:
+        if all(isinstance(c.get(k), str) for keys in NAME_PARTS.values() for k in keys):
+            parts.append({m: tuple(c[k] for k in keys) for m, keys in NAME_PARTS.items()})
+        else:
+            parts.append(None)
+    return parts if any(p is not None for p in parts) else None
+
+
+# ------------------------------------------------------------------------------------------------
+# options and data
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PretrainOptions:
+    """Hyper-parameters of the pre-training run (all enter the checkpoint's metadata).
+
+    epochs / batch_size / lr / weight_decay / warmup_frac / grad_clip: optimisation;
+    seed: model init, shuffling, template choice and augmentation;
+    partial_text: probability that the text paired with an image (audio) is a partial description —
+    a random non-empty subset of the class's visual (audio) attribute values, e.g. "a photo of a
+    red star." — instead of the full class name (needs ``PretrainData.class_parts``);
+    augment: image flip/shift and
+    audio gain/shift; max_shift_px / max_shift_s / gain_range: augmentation strengths.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    partial_text: float = 0.5
+    augment: bool = True
+    max_shift_px: int = 4
+    max_shift_s: float = 0.1
+    gain_range: tuple[float, float] = (0.8, 1.2)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise BackboneError(
+                f"pretrain: epochs ({self.epochs}) must be ≥ 1, batch size ({self.batch_size}) ≥ 2 and lr ({self.lr}) > 0"
+            )
+        if not 0.0 <= self.partial_text <= 1.0:
+            raise BackboneError(f"pretrain: --partial-text {self.partial_text} must be a probability in [0, 1]")
+
+
+@dataclass
+class PretrainData:
+    """Tensors of the pre-training split (the cache's layout, see docs/architecture.md).
+
+    images (N, 3, S, S) uint8; audio (N, L) float16/float32 in [-1, 1]; labels (N,) int64;
+    has_image / has_audio (N,) bool; class_names: index = label (all classes of the dataset).
+    class_parts: optional, index = label: ``{"image": (value, ...), "audio": (value, ...)}`` — the
+    attribute values a class name is made of, per modality, in name order (synav:
+    ``("red", "striped", "star")`` and ``("high", "pulsing", "whistle")``); enables partial
+    descriptions (:attr:`PretrainOptions.partial_text`). None where unknown.
+    """
+
+    images: torch.Tensor
+    audio: torch.Tensor
+    labels: torch.Tensor
+    has_image: torch.Tensor
+    has_audio: torch.Tensor
+    class_names: list[str]
+    class_parts: list[dict[str, tuple[str, ...]] | None] | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class PretrainResult:
+    """The trained model (requires_grad still on) and the loss curve."""
+
+    model: TinyBackbone
+    epoch_losses: list[float]
+    epoch_pair_losses: list[dict[str, float]]
+    steps: int
+    seconds: float
+    options: PretrainOptions
+
+
+# ------------------------------------------------------------------------------------------------
+# loss
+# ------------------------------------------------------------------------------------------------
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, positives: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric contrastive loss with a multi-positive soft target.
+
+    a, b: (B, D) embeddings (any norm) of two views of B samples; positives: (B, B) bool,
+    ``positives[i, j]`` = a_i and b_j describe the same thing (the diagonal must be True);
+    scale: scalar temperature. logits = scale · â b̂ᵀ; the target of row i is uniform over its
+    positives, the target of column j uniform over its positives. Returns the mean of the
+    row-wise and column-wise cross-entropies (a scalar).
+    """
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    logits = scale * a @ b.t()
+    pos = positives.to(logits.dtype)
+    row = -((pos / pos.sum(dim=1, keepdim=True)) * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    col = -((pos / pos.sum(dim=0, keepdim=True)) * logits.log_softmax(dim=0)).sum(dim=0).mean()
+    return 0.5 * (row + col)
+
+
+def class_contrastive_loss(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """:func:`contrastive_loss` with class-level targets: same-label pairs are positives.
+
+    a, b: (B, D); labels: (B,). With one sample per class this is CLIP's InfoNCE loss.
+    """
+    return contrastive_loss(a, b, labels[:, None] == labels[None, :], scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# augmentation
+# ------------------------------------------------------------------------------------------------
+def _augment_images(x: torch.Tensor, opts: PretrainOptions, g: torch.Generator) -> torch.Tensor:
+    """(B, 3, S, S) float → same shape: random horizontal flip and shift (edge padding)."""
+    b, _, s, _ = x.shape
+    flip = torch.rand(b, generator=g) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    m = opts.max_shift_px
+    if m <= 0:
+        return x
+    padded = F.pad(x, (m, m, m, m), mode="replicate")
+    off = torch.randint(0, 2 * m + 1, (b, 2), generator=g).tolist()
+    return torch.stack([padded[i, :, dy : dy + s, dx : dx + s] for i, (dy, dx) in enumerate(off)])
+
+
+def _augment_audio(w: torch.Tensor, opts: PretrainOptions, sample_rate: int, g: torch.Generator) -> torch.Tensor:
+    """(B, L) float in [-1, 1] → same shape: random gain and circular time shift, clipped to [-1, 1]."""
+    b = w.shape[0]
+    lo, hi = opts.gain_range
+    gain = lo + (hi - lo) * torch.rand(b, 1, generator=g)
+    w = (w * gain).clamp_(-1.0, 1.0)
+    m = int(round(opts.max_shift_s * sample_rate))
+    if m <= 0:
+        return w
+    shifts = torch.randint(-m, m + 1, (b,), generator=g).tolist()
+    return torch.stack([torch.roll(w[i], s) for i, s in enumerate(shifts)])
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices / kernels only (not biases, norms, positions, CLS, temperature)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim >= 2 and not name.endswith(".pos") and "token" not in name.split(".")[-2:]:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _cosine_with_warmup(total: int, warmup: int) -> Any:
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return fn
+
+
+def _attribute_codes(data: PretrainData, modality: str) -> torch.Tensor | None:
+    """(C, P) int64: code of each attribute value of each class for ``modality`` (−1 = unknown)."""
+    parts = data.class_parts
+    if parts is None:
+        return None
+    width = max((len(p[modality]) for p in parts if p is not None), default=0)
+    if width == 0:
+        return None
+    codes: dict[str, int] = {}
+    table = torch.full((len(data.class_names), width), -1, dtype=torch.int64)
+    for c, p in enumerate(parts):
+        if p is None:
+            continue
+        for k, value in enumerate(p[modality]):
+            table[c, k] = codes.setdefault(value, len(codes))
+    return table
+
+
+def _texts_and_positives(
+    labels: torch.Tensor,
+    data: PretrainData,
+    modality: str,
+    codes: torch.Tensor | None,
+    templates: Sequence[str],
+    p_partial: float,
+    g: torch.Generator,
+) -> tuple[list[str], torch.Tensor]:
+    """One text per sample for the (``modality``, text) pair and the (B, B) positive mask.
+
+    A full-name text is positive for every sample of its class; a partial text (a subset S of the
+    class's ``modality`` attribute values) for every sample whose class has all values of S.
+    """
+    b = len(labels)
+    tpl = torch.randint(0, len(templates), (b,), generator=g).tolist()
+    same = labels[:, None] == labels[None, :]
+    if codes is None or p_partial <= 0:
+        return [templates[t].format(data.class_names[y]) for t, y in zip(tpl, labels.tolist())], same
+    n_parts = codes.shape[1]
+    partial = (torch.rand(b, generator=g) < p_partial) & (codes[labels] >= 0).all(dim=1)
+    # a random non-empty subset of the parts: an integer in 1 .. 2^P − 1 read as a bit mask
+    subset = torch.randint(1, 2**n_parts, (b,), generator=g)
+    mask = ((subset[:, None] >> torch.arange(n_parts)) & 1).bool()  # (B, P)
+    texts = []
+    for j, y in enumerate(labels.tolist()):
+        if partial[j]:
+            values = [v for v, keep in zip(data.class_parts[y][modality], mask[j].tolist()) if keep]
+            texts.append(templates[tpl[j]].format(" ".join(values)))
+        else:
+            texts.append(templates[tpl[j]].format(data.class_names[y]))
+    c = codes[labels]  # (B, P)
+    match = ((c[:, None, :] == c[None, :, :]) | ~mask[None, :, :]).all(dim=-1)  # (B_samples, B_texts)
+    return texts, torch.where(partial[None, :], match, same)
+
+
+def pretrain(
+    model: TinyBackbone,
+    data: PretrainData,
+    templates: Sequence[str],
+    options: PretrainOptions = PretrainOptions(),
+) -> PretrainResult:
+    """Train ``model`` in place on ``data`` (every sample is a positive pair of its modalities).
+
+    ``templates``: prompt templates with one ``{}`` (one is drawn per sample, pair and step).
+    Deterministic given ``options.seed`` and the model's initial weights.
+    """
+    if len(data) < 2:
+        raise DataError(f"pretrain: {len(data)} pre-training sample(s); need at least 2 (is split 'pretrain' empty?)")
+    if not templates:
+        raise BackboneError("pretrain: no prompt templates given")
+    spec = model.preprocess
+    cfg = model.config
+    codes = {m: _attribute_codes(data, m) for m in ("image", "audio")}
+    if options.partial_text > 0 and data.class_parts is None:
+        log.info("pretrain: no class attributes given; every text is a full class name")
+
+    g = torch.Generator().manual_seed(options.seed)
+    n = len(data)
+    bsz = min(options.batch_size, n)
+    batches_per_epoch = n // bsz
+    total = batches_per_epoch * options.epochs
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(_param_groups(model, options.weight_decay), lr=options.lr, betas=(0.9, 0.98), eps=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_with_warmup(total, max(1, int(options.warmup_frac * total))))
+
+    epoch_losses: list[float] = []
+    epoch_pairs: list[dict[str, float]] = []
+    start = time.perf_counter()
+    step = 0
+    with _deterministic():
+        for epoch in range(options.epochs):
+            order = torch.randperm(n, generator=g)
+            sums = {f"{a}-{b}": 0.0 for a, b in PAIRS}
+            total_loss = 0.0
+            for k in range(batches_per_epoch):
+                idx = order[k * bsz : (k + 1) * bsz]
+                labels = data.labels[idx]
+                img = normalise_images(data.images[idx], spec)
+                wav = scale_audio(data.audio[idx], spec)
+                if options.augment:
+                    img = _augment_images(img, options, g)
+                    wav = _augment_audio(wav, options, cfg.sample_rate, g)
+                emb = {"image": model.encode_image(img), "audio": model.encode_audio(wav)}
+                has = {"image": data.has_image[idx], "audio": data.has_audio[idx]}
+                positives = {}
+                for m in ("image", "audio"):
+                    texts, positives[m] = _texts_and_positives(
+                        labels, data, m, codes[m], templates, options.partial_text, g
+                    )
+                    emb[f"text:{m}"] = model.encode_text(model.tokenize(texts))
+                scale = model.logit_scale_tensor()
+                losses = []
+                for a, b in PAIRS:
+                    if b == "text":
+                        keep, pos, zb = has[a], positives[a], emb[f"text:{a}"]
+                    else:
+                        keep, pos, zb = has[a] & has[b], labels[:, None] == labels[None, :], emb[b]
+                    if int(keep.sum()) < 2:
+                        continue
+                    pair_loss = contrastive_loss(emb[a][keep], zb[keep], pos[keep][:, keep], scale)
+                    sums[f"{a}-{b}"] += float(pair_loss.detach())
+                    losses.append(pair_loss)
+                if not losses:
+                    continue
+                loss = torch.stack(losses).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if options.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                total_loss += float(loss.detach())
+            epoch_losses.append(total_loss / batches_per_epoch)
+            epoch_pairs.append({k: v / batches_per_epoch for k, v in sums.items()})
+            log.info(
+                "epoch %d/%d  loss %.4f  (%s)  scale %.1f  %.1fs",
+                epoch + 1,
+                options.epochs,
+                epoch_losses[-1],
+                ", ".join(f"{k} {v:.3f}" for k, v in epoch_pairs[-1].items()),
+                model.logit_scale_value(),
+                time.perf_counter() - start,
+            )
+    return PretrainResult(
+        model=model,
+        epoch_losses=epoch_losses,
+        epoch_pair_losses=epoch_pairs,
+        steps=step,
+        seconds=time.perf_counter() - start,
+        options=options,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# zero-shot evaluation
+# ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def zeroshot_accuracy(
+    backbone: TinyBackbone | Any,
+    images: torch.Tensor,
+    audio: torch.Tensor,
+    labels: torch.Tensor,
+    has_image: torch.Tensor,
+    has_audio: torch.Tensor,
+    class_names: Sequence[str],
+    candidates: Sequence[int],
+    template: str,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Zero-shot top-1 (%) of image→text, audio→text and fused→text over ``candidates``.
+
+    images (N, 3, S, S) uint8 and audio (N, L) in [-1, 1] as in the cache; prompts are
+    ``template.format(class_names[c])`` for c in ``candidates``. Fused = the normalised mean of the
+    L2-normalised image and audio embeddings, over samples that have both. Works with any
+    :class:`~mcil.backbones.base.Backbone`.
+    """
+    spec: PreprocessSpec = backbone.preprocess
+    was_training = backbone.training
+    backbone.eval()
+    cand = torch.as_tensor(list(candidates), dtype=torch.int64)
+    text = F.normalize(backbone.encode_text(backbone.tokenize([template.format(class_names[c]) for c in cand.tolist()])), dim=-1)
+    keep = torch.isin(labels, cand)
+    idx_all = torch.nonzero(keep).flatten()
+    correct = {"image": 0, "audio": 0, "fused": 0}
+    count = {"image": 0, "audio": 0, "fused": 0}
+    for start in range(0, len(idx_all), batch_size):
+        idx = idx_all[start : start + batch_size]
+        y = labels[idx]
+        hi, ha = has_image[idx], has_audio[idx]
+        zi = F.normalize(backbone.encode_image(normalise_images(images[idx], spec)), dim=-1)
+        za = F.normalize(backbone.encode_audio(scale_audio(audio[idx], spec)), dim=-1)
+        zf = F.normalize(zi + za, dim=-1)
+        for key, z, mask in (("image", zi, hi), ("audio", za, ha), ("fused", zf, hi & ha)):
+            pred = cand[(z[mask] @ text.t()).argmax(dim=1)]
+            correct[key] += int((pred == y[mask]).sum())
+            count[key] += int(mask.sum())
+    backbone.train(was_training)
+    acc = {k: (100.0 * correct[k] / count[k] if count[k] else float("nan")) for k in correct}
+    return {
+        "classes": len(cand),
+        "samples": {k: count[k] for k in count},
+        "chance": 100.0 / len(cand),
+        "accuracy": acc,
+        "template": template,
+    }
+
+
+def zeroshot_table(
+    backbone: TinyBackbone | Any,
+    data_root: str | Path,
+    cache_dir: str | Path = "data/cache",
+    split: str = "test",
+) -> dict[str, Any]:
+    """Zero-shot accuracy of ``backbone`` on the incremental classes of ``data_root``'s ``split``.
+
+    Uses the dataset's ``test`` template and the tensor cache (built on first use). Returns the
+    dict of :func:`zeroshot_accuracy` plus ``data`` and ``split``.
+    """
+    from mcil.data.cache import load_split
+    from mcil.data.manifest import read_manifest
+
+    manifest = read_manifest(data_root, check_files=False)  # media are checked if the cache must be built
+    templates = prompt_templates(manifest.templates)
+    cached = load_split(data_root, split, backbone.preprocess, cache_dir)
+    out = zeroshot_accuracy(
+        backbone,
+        torch.as_tensor(cached.images),
+        torch.as_tensor(cached.audio),
+        torch.as_tensor(cached.labels),
+        torch.as_tensor(cached.has_image),
+        torch.as_tensor(cached.has_audio),
+        manifest.class_names,
+        manifest.incremental_labels,
+        templates["test"],
+    )
+    out.update({"data": str(data_root), "split": split, "cache_key": getattr(cached, "key", None)})
+    return out
+
+
+def zeroshot_markdown(result: dict[str, Any], command: str | None = None) -> str:
+    """A small Markdown table of a :func:`zeroshot_table` result (+ the command that made it)."""
+    acc, n = result["accuracy"], result["samples"]
+    lines = [
+        f"# Zero-shot accuracy of the tiny backbone ({result.get('data', '?')}, split {result.get('split', '?')})",
+        "",
+        f"Incremental classes (never seen in pre-training): {result['classes']}; "
+        f"prompt template `{result['template']}`.",
+        "",
+        "| path | top-1 (%) | samples |",
+        "|---|---:|---:|",
+    ]
+    for key, label in (("image", "image → text"), ("audio", "audio → text"), ("fused", "fused (image+audio) → text")):
+        lines.append(f"| {label} | {acc[key]:.1f} | {n[key]} |")
+    lines.append(f"| chance | {result['chance']:.1f} | |")
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    defaults = PretrainOptions()
+    p.add_argument("--data", required=True, help="synav dataset folder (manifest.csv + classes.json)")
+    p.add_argument("--out", required=True, help="checkpoint to write, e.g. checkpoints/tiny.pt")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--cache-dir", default="data/cache", help="tensor cache folder (shared with training runs)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--partial-text",
+        type=float,
+        default=defaults.partial_text,
+        help="probability of a partial attribute description instead of the full class name (0 = names only)",
+    )
+    p.add_argument("--no-augment", action="store_true", help="disable image/audio augmentation")
+    p.add_argument(
+        "--eval-only", action="store_true", help="load --out and only (re)write its zero-shot table"
+    )
+
+
+def _zeroshot_paths(out: Path) -> tuple[Path, Path]:
+    stem = out.with_suffix("")
+    return stem.with_name(stem.name + ".zeroshot.json"), stem.with_name(stem.name + ".zeroshot.md")
+
+
+def _write_zeroshot(out: Path, model: TinyBackbone, data_root: str, cache_dir: str, command: str) -> dict[str, Any]:
+    from mcil.data.manifest import atomic_write_text
+
+    result = zeroshot_table(model, data_root, cache_dir)
+    result.update(
+        {
+            "checkpoint": str(out),
+            "checkpoint_sha256": file_sha256(out),
+            "state_sha256": model.pretrain_info.get("state_sha256"),
+            "pretrain": {k: v for k, v in model.pretrain_info.items() if k not in ("epoch_losses", "epoch_pair_losses")},
+            "command": command,
+        }
+    )
+    json_path, md_path = _zeroshot_paths(out)
+    atomic_write_text(json_path, json.dumps(result, indent=1) + "\n")
+    atomic_write_text(md_path, zeroshot_markdown(result, command))
+    acc = result["accuracy"]
+    log.info(
+        "zero-shot on %d incremental classes: image %.1f%%, audio %.1f%%, fused %.1f%% (chance %.1f%%) → %s",
+        result["classes"], acc["image"], acc["audio"], acc["fused"], result["chance"], json_path,
+    )
+    return result
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from mcil.data.cache import load_split
+    from mcil.data.manifest import read_manifest
+
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out)
+    command = (
+        f"mcil pretrain --data {args.data} --out {args.out} --seed {args.seed} --epochs {args.epochs} "
+        f"--batch-size {args.batch_size} --lr {args.lr} --partial-text {args.partial_text} "
+        f"--cache-dir {args.cache_dir} --threads {args.threads}"
+        + (" --no-augment" if args.no_augment else "")
+    )
+    if args.eval_only:
+        model = load_tiny(out)
+        model.freeze()
+        command = f"mcil pretrain --data {args.data} --out {args.out} --cache-dir {args.cache_dir} --eval-only"
+        _write_zeroshot(out, model, args.data, args.cache_dir, command)
+        return 0
+
+    t0 = time.perf_counter()
+    manifest = read_manifest(args.data)
+    templates = prompt_templates(manifest.templates)
+    config = TinyConfig()
+    vocab = build_vocab([*manifest.class_names, templates["test"], *templates["train"]])
+    cached = load_split(args.data, "pretrain", config.preprocess, args.cache_dir)
+    data = PretrainData(
+        images=torch.as_tensor(cached.images),
+        audio=torch.as_tensor(cached.audio),
+        labels=torch.as_tensor(cached.labels),
+        has_image=torch.as_tensor(cached.has_image),
+        has_audio=torch.as_tensor(cached.has_audio),
+        class_names=list(cached.class_names),
+        class_parts=class_parts_from_classes(manifest.classes),
+    )
+    bad = sorted(set(data.labels.tolist()) - set(manifest.pretrain_labels))
+    if bad:
+        raise DataError(f"{args.data}: split 'pretrain' holds labels {bad[:5]} that are not pre-training classes")
+    t_data = time.perf_counter() - t0
+    log.info("pre-training on %d samples of %d classes (data ready in %.1fs)", len(data), len(set(data.labels.tolist())), t_data)
+
+    options = PretrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        partial_text=args.partial_text,
+        augment=not args.no_augment,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = TinyBackbone(config, vocab)
+    result = pretrain(model, data, templates["train"], options)
+    meta = {
+        "data": str(args.data),
+        "dataset": manifest.name,
+        "split": "pretrain",
+        "cache_key": getattr(cached, "key", None),
+        "samples": len(data),
+        "classes": [manifest.class_names[c] for c in sorted(set(data.labels.tolist()))],
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
+        "steps": result.steps,
+        "epoch_losses": result.epoch_losses,
+        "train_seconds": round(result.seconds, 2),
+        "data_seconds": round(t_data, 2),
+        "threads": torch.get_num_threads(),
+        "parameters": model.num_parameters(),
+        "torch": str(torch.__version__),
+        "machine": platform.machine(),
+        "command": command,
+    }
+    digest = save_tiny(model, out, meta)
+    model.pretrain_info = {**meta, "state_sha256": digest}
+    log.info("wrote %s (%d parameters, state sha256 %s…) after %.1fs of training", out, model.num_parameters(), digest[:12], result.seconds)
+    model.freeze()
+    _write_zeroshot(out, model, args.data, args.cache_dir, command)
+    log.info("pretrain total %.1fs", time.perf_counter() - t0)
+    return 0
