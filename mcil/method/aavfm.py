@@ -115,12 +115,15 @@ def select_features(
 class DynamicFusion(nn.Module):
     """Dynamic feature fusion of L2-normalised image and audio embeddings.
 
-    ``fused = f_v + MLP(h)`` where
+    ``fused = w_v·f_v + w_a·f_a + MLP(h)`` where
     ``z = [w_v·f_v ; w_a·f_a]`` (learnable scalars, init 1 — the official weighted concatenation),
     ``h`` = cross-attention with the image feature as query over ``z``, and ``MLP`` = Linear →
-    LayerNorm → ReLU → Linear whose last layer starts at zero. So at initialisation the fused
-    feature *is* the image feature (the skip path of the paper figure) and training only moves it
-    where audio helps.
+    LayerNorm → ReLU → Linear whose last layer starts at zero. So at initialisation the
+    (re-normalised) fused feature is the direction of ``f_v + f_a``: its cosine scores against the
+    text prototypes rank classes exactly as the mean of the image and audio cosines does (the
+    zero-shot average of both modalities), and training moves the modality weights and the
+    residual from there. (Starting from ``f_v`` alone would make the first fused predictions
+    image-only and leave the audio to be learnt from a handful of steps per task.)
 
     attention:
       ``sample`` (default): per sample, the query ``W_q f_v`` attends over the two modality tokens
@@ -172,4 +175,4 @@ class DynamicFusion(nn.Module):
     def forward(self, f_v: torch.Tensor, f_a: torch.Tensor) -> torch.Tensor:
         if f_v.shape != f_a.shape or f_v.dim() != 2 or f_v.shape[1] != self.dim:
             raise ValueError(f"DynamicFusion expects two (b, {self.dim}) tensors, got {tuple(f_v.shape)}, {tuple(f_a.shape)}")
-        return f_v + self.mlp(self.attend(f_v, f_a))
+        return self.w_v * f_v + self.w_a * f_a + self.mlp(self.attend(f_v, f_a))

@@ -85,11 +85,14 @@ def test_select_features():
 
 
 @pytest.mark.parametrize("attention", ["sample", "batch-official"])
-def test_fusion_starts_as_the_image_feature(attention):
+def test_fusion_starts_as_the_sum_of_the_modalities(attention):
     torch.manual_seed(0)
     fusion = DynamicFusion(8, attention=attention)
     f_v, f_a = torch.randn(3, 8), torch.randn(3, 8)
-    assert torch.equal(fusion(f_v, f_a), f_v)
+    assert torch.allclose(fusion(f_v, f_a), f_v + f_a)
+    with torch.no_grad():
+        fusion.w_a.fill_(0.0)  # the learnable modality weights scale each path
+    assert torch.allclose(fusion(f_v, f_a), f_v)
     torch.nn.init.normal_(fusion.mlp[-1].weight)
     assert not torch.allclose(fusion(f_v, f_a), f_v)
 

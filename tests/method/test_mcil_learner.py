@@ -83,8 +83,12 @@ def test_predict_shapes_and_gate_always(mk):
     for f in pred.features.values():
         assert torch.allclose(f.norm(dim=1), torch.ones(4), atol=1e-5)
     assert pred.fused.dtype == torch.bool and pred.fused.all() and pred.r.shape == (4,)
-    # the fusion MLP's last layer starts at zero: fused feature = image feature
-    assert torch.allclose(pred.logits, pred.by_modality["image"], atol=1e-5)
+    # the fusion MLP's last layer starts at zero: fused feature = normalise(f_v + f_a), so its
+    # cosine logits rank classes like the mean of the image and audio cosines
+    f = torch.nn.functional.normalize(pred.features["image"] + pred.features["audio"], dim=-1)
+    assert torch.allclose(pred.features["fused"], f, atol=1e-5)
+    mean_cos = pred.by_modality["image"] + pred.by_modality["audio"]
+    assert torch.equal(pred.logits.argmax(1), mean_cos.argmax(1))
     run_task(learner, TASK0, task_batches(mk, TASK0), steps=3)
     pred = learner.predict(batch, ALL)
     assert pred.fused.all()
@@ -246,7 +250,7 @@ PRESETS = {
     "mcil-no-aavfm": lambda l: l.fusion is None,
     "mcil-no-text-diversity": lambda l: l._train_tokens.shape[0] == 3,
     "mcil-no-mi": lambda l: l.cfg.loss.alpha == 1.0,
-    "mcil-no-cw-weighting": lambda l: l.cfg.loss.cw == "official",
+    "mcil-cw-weighted": lambda l: l.cfg.loss.cw == "weighted",
     "mcil-gate-always": lambda l: l.cfg.fusion.gate == "always",
     "mcil-gate-sample": lambda l: l.cfg.fusion.gate == "sample",
     "mcil-official": lambda l: (
