@@ -32,18 +32,17 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 import torchaudio
-import yaml
 from torch import nn
 
 from mcil.backbones.base import AdapterSite, Backbone, BackboneError, file_sha256, register_backbone
 from mcil.data.spec import PreprocessSpec
+from mcil.data.templates import load_templates
 
 __all__ = [
     "TinyConfig",
@@ -203,27 +202,10 @@ def _words(text: str) -> list[str]:
 
 
 def prompt_templates(name: str = "synav") -> dict[str, Any]:
-    """Prompt templates shipped with mcil (``mcil/resources/templates/<name>.yaml``):
+    """Prompt templates shipped with mcil (``mcil/resources/templates/<name>.yaml``) as
     ``{"test": str, "train": [str, ...]}``, each with one ``{}`` for the class name."""
-    res = resources.files("mcil.resources").joinpath(f"templates/{name}.yaml")
-    if not res.is_file():
-        raise BackboneError(
-            f"prompt templates {name!r}: mcil/resources/templates/{name}.yaml does not exist; "
-            f"set 'templates' in classes.json to a shipped template set (e.g. synav) or reinstall mcil"
-        )
-    data = yaml.safe_load(res.read_text(encoding="utf-8"))
-    ok = (
-        isinstance(data, dict)
-        and isinstance(data.get("test"), str)
-        and isinstance(data.get("train"), list)
-        and all(isinstance(t, str) and "{}" in t for t in [data.get("test", ""), *data.get("train", [])])
-    )
-    if not ok:
-        raise BackboneError(
-            f"mcil/resources/templates/{name}.yaml: expected 'test' (a string) and 'train' (a list of strings), "
-            f"each containing '{{}}'; reinstall mcil"
-        )
-    return data
+    tpl = load_templates(name)
+    return {"test": tpl.test, "train": list(tpl.train)}
 
 
 def synav_templates() -> dict[str, Any]:
