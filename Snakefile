@@ -2,6 +2,7 @@
 #   snakemake --cores 1 --resources gpu=1                             # embedded default (CPU)
 #   snakemake --cores 1 --resources gpu=1 --configfile config/paper.yaml
 #   snakemake --workflow-profile workflow/profiles/slurm --configfile config/paper.yaml
+#   snakemake checks --cores 1 --resources gpu=1                     # the validation studies (config/checks.yaml)
 # Targets, config groups, profiles: docs/pipeline.md.
 
 import os
@@ -25,6 +26,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/checks.smk"
 
 
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("mcil.backbones.pretrain", "contrastively pre-train the tiny tri-modal backbone on synav"),
     "train": ("mcil.train", "run one configuration (all tasks) and write result.json"),
     "aggregate": ("mcil.report.aggregate", "collect result.json files into tables, figures and claims.md"),
+    "studies": ("mcil.report.studies", "the validation studies: check runs into tables, figures and results/checks/claims.md"),
     "bench": ("mcil.bench", "measure training throughput: optimised path vs official-style reference loop"),
     "methods": ("mcil.method.listing", "list registered methods and presets"),
 }

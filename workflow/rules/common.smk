@@ -23,6 +23,43 @@ TABLES = ["main", "ablation", "threshold", "alpha", "tasks"]
 FIGURES = ["accuracy_curves", "threshold_sweep", "alpha_sweep", "fusion_rate", "expert_usage"]
 
 
+# ------------------------------------------------------------------------------------------------
+# The validation studies' file (checks.config, e.g. config/checks.yaml; workflow/rules/checks.smk).
+# Loaded here because its datasets join the dataset table that every rule looks names up in.
+# ------------------------------------------------------------------------------------------------
+
+def _checks_file():
+    """The checks file named by checks.config (cwd first, then the repository), or None when unset."""
+    name = (config.get("checks") or {}).get("config")
+    if not name:
+        return None
+    for base in ("", workflow.basedir):
+        path = os.path.join(base, name) if base else name
+        if os.path.isfile(path):
+            return path
+    raise WorkflowError(f"checks.config: {name} does not exist (looked in {os.getcwd()} and {workflow.basedir})")
+
+
+def _load_checks():
+    path = _checks_file()
+    if path is None:
+        return None, {}
+    import yaml
+
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    validate(data, os.path.join(workflow.basedir, "workflow", "schemas", "checks.schema.yaml"))
+    clash = sorted(n for n, d in data["datasets"].items() if n in config["datasets"] and config["datasets"][n] != d)
+    if clash:
+        raise WorkflowError(f"{path}: datasets {', '.join(clash)} are also defined, differently, in the main config; rename them")
+    return path, data
+
+
+CHECKS_FILE, CHECKS = _load_checks()
+# Every dataset a rule may be asked for: the main config's and the checks file's.
+DATASETS = {**CHECKS.get("datasets", {}), **config["datasets"]}
+
+
 def _names_regex(names):
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
 
@@ -79,39 +116,46 @@ def checkpoint_path():
 
 
 def datasets_by_source(source):
-    return sorted(n for n, d in config["datasets"].items() if d["source"] == source)
+    return sorted(n for n, d in DATASETS.items() if d["source"] == source)
 
 
 def dataset_kind(dataset):
-    d = config["datasets"][dataset]
+    d = DATASETS[dataset]
     return d.get("kind") or d.get("regime") or "clean"
+
+
+def synth_options(dataset):
+    """`mcil synth` options of a synth dataset: the file's `synth:` (main config or checks file), then the dataset's own."""
+    base = config.get("synth", {}) if dataset in config["datasets"] else CHECKS["synth"]
+    return {**base, **(DATASETS[dataset].get("synth") or {})}
 
 
 # ------------------------------------------------------------------------------------------------
 # Runs: a group is the cross product of its lists; missing lists take `defaults`
 # ------------------------------------------------------------------------------------------------
 
-def expand_methods(items, group):
+def expand_methods(items, where, method_sets=None):
+    sets = config["method_sets"] if method_sets is None else method_sets
     out = []
     for item in items:
         if item.startswith("@"):
             name = item[1:]
-            if name not in config["method_sets"]:
+            if name not in sets:
                 raise WorkflowError(
-                    f"groups.{group}.methods: {item!r} names no method set; "
-                    f"defined sets: {', '.join(sorted(config['method_sets']))}"
+                    f"{where}.methods: {item!r} names no method set; "
+                    f"defined sets: {', '.join(sorted(sets))}"
                 )
-            out.extend(config["method_sets"][name])
+            out.extend(sets[name])
         else:
             out.append(item)
     return list(dict.fromkeys(out))
 
 
-def dataset_task_counts(dataset, requested):
+def dataset_task_counts(dataset, requested, defaults=None):
     """The T values of a group for one dataset (as str): its main T, or the requested list."""
-    ds = config["datasets"][dataset]
+    ds = DATASETS[dataset]
     tasks = {str(k) for k in (ds.get("tasks") or {})}
-    main = str(ds.get("T", config["defaults"]["T"]))
+    main = str(ds.get("T", (defaults or config["defaults"])["T"]))
     if requested is None:
         values = [main]
     else:
@@ -135,27 +179,31 @@ def group_runs(name):
     if name not in config["groups"]:
         raise WorkflowError(f"run_groups: {name!r} is not a group; defined groups: {', '.join(sorted(config['groups']))}")
     g = config["groups"][name]
-    d = config["defaults"]
     datasets = g.get("datasets") or config.get("default_datasets") or sorted(config["datasets"])
+    return expand_group(g, f"groups.{name}", datasets, config["datasets"], config["defaults"], config["method_sets"])
+
+
+def expand_group(g, where, datasets, known, d, method_sets):
+    """The cross product of one group (lists it leaves out take `d`, the defaults), checked against `known` datasets."""
     for ds in datasets:
-        if ds not in config["datasets"]:
-            raise WorkflowError(f"groups.{name}.datasets: {ds!r} is not under datasets:; defined: {', '.join(sorted(config['datasets']))}")
-    methods = expand_methods(g["methods"], name)
+        if ds not in known:
+            raise WorkflowError(f"{where}.datasets: {ds!r} is not under datasets:; defined: {', '.join(sorted(known))}")
+    methods = expand_methods(g["methods"], where, method_sets)
     ths = [label(x) for x in g.get("th", [d["th"]])]
     alphas = [label(x) for x in g.get("alpha", [d["alpha"]])]
     seeds = [str(s) for s in g.get("seeds", d["seeds"])]
     for th in ths:
         if th not in GATE_WORDS and not re.fullmatch(NUMBER_RE, th):
-            raise WorkflowError(f"groups.{name}.th: {th!r} is neither a number in [0, 1] nor one of {', '.join(GATE_WORDS)}")
+            raise WorkflowError(f"{where}.th: {th!r} is neither a number in [0, 1] nor one of {', '.join(GATE_WORDS)}")
     for alpha in alphas:
         if not re.fullmatch(NUMBER_RE, alpha):
-            raise WorkflowError(f"groups.{name}.alpha: {alpha!r} is not a number in [0, 1]")
+            raise WorkflowError(f"{where}.alpha: {alpha!r} is not a number in [0, 1]")
     runs = []
     for ds in datasets:
         try:
-            Ts = dataset_task_counts(ds, g.get("T"))
+            Ts = dataset_task_counts(ds, g.get("T"), d)
         except WorkflowError as exc:
-            raise WorkflowError(f"groups.{name}: {exc}") from None
+            raise WorkflowError(f"{where}: {exc}") from None
         for method, T, th, alpha, seed in product(methods, Ts, ths, alphas, seeds):
             runs.append(dict(dataset=ds, method=method, T=T, th=th, alpha=alpha, seed=seed))
     return runs
@@ -197,9 +245,12 @@ def _yaml_value(value):
     return str(value)
 
 
-def run_overrides_dict(wc):
-    """Ordered dotted overrides of one run: run: < dataset's run: < the wildcards < method_run:."""
-    ds = config["datasets"][wc.dataset]
+def run_overrides_dict(wc, extra_run=None, variant=None):
+    """Ordered dotted overrides of one run: run: < extra_run < dataset's run: < variant < the wildcards < method_run:.
+
+    `extra_run` and `variant` are the checks file's `run:` and a check run's grid values (checks.smk).
+    """
+    ds = DATASETS[wc.dataset]
     items = {
         "data.name": wc.dataset,
         "data.root": dataset_root(wc.dataset),
@@ -208,7 +259,9 @@ def run_overrides_dict(wc):
         "backbone.checkpoint": checkpoint_path(),
     }
     items.update(config.get("run") or {})
+    items.update(extra_run or {})
     items.update(ds.get("run") or {})
+    items.update(variant or {})
     tasks = ds.get("tasks")
     if tasks:
         split = {str(k): v for k, v in tasks.items()}[wc.T]
@@ -229,9 +282,169 @@ def run_overrides_dict(wc):
     return items
 
 
+def quote_overrides(items):
+    return " ".join(shlex.quote(f"{k}={_yaml_value(v)}") for k, v in items.items())
+
+
 def run_overrides(wc):
     """The overrides as one shell-quoted string (params of the train rule)."""
-    return " ".join(shlex.quote(f"{k}={_yaml_value(v)}") for k, v in run_overrides_dict(wc).items())
+    return quote_overrides(run_overrides_dict(wc))
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation studies (rules in checks.smk): each study's parts -> check runs with their variant
+# ------------------------------------------------------------------------------------------------
+
+CHECKS_RUNS_DIR = "results/checks/runs"
+CHECKS_OUT = "results/checks"
+CHECKS_FIGURES = "figures/checks"
+CHECK_RUN_NAME = "{variant}/" + RUN_NAME
+CHECK_RESULT = os.path.join(CHECKS_RUNS_DIR, CHECK_RUN_NAME, "result.json")
+BASE_VARIANT = "base"
+
+
+def _same_value(a, b):
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _check_base(dataset):
+    """The setting a check run starts from (before its variant): main run: < checks run: < dataset run:."""
+    return {**(config.get("run") or {}), **(CHECKS.get("run") or {}), **(DATASETS[dataset].get("run") or {})}
+
+
+def variant_of(values, dataset):
+    """(name, overrides) of one grid combination: only the values that differ from the base setting count."""
+    base = _check_base(dataset)
+    changed = {k: v for k, v in values.items() if not (k in base and _same_value(base[k], v))}
+    if not changed:
+        return BASE_VARIANT, {}
+    name = ",".join(f"{k.rsplit('.', 1)[-1]}={label(v)}" for k, v in changed.items())
+    return name, changed
+
+
+def part_runs(part, where):
+    """The runs of one part: the group product of common.smk times its variants and grid, each with its variant name."""
+    sets = {**config["method_sets"], **(CHECKS.get("method_sets") or {})}
+    runs = expand_group(part, where, part["datasets"], CHECKS["datasets"], CHECKS["defaults"], sets)
+    grid = part.get("grid") or {}
+    grid_combos = [dict(zip(grid, values)) for values in product(*grid.values())] if grid else [{}]
+    combos = [{**v, **g} for v in (part.get("variants") or [{}]) for g in grid_combos]
+    out = []
+    for run in runs:
+        for values in combos:
+            name, overrides = variant_of(values, run["dataset"])
+            known = CHECK_VARIANTS.setdefault(name, overrides)
+            if known != overrides:
+                raise WorkflowError(
+                    f"{where}.grid: variant {name!r} means {known} elsewhere and {overrides} here; "
+                    "two grid keys share their last component; rename one"
+                )
+            out.append({**run, "variant": name})
+    return out
+
+
+def _study_runs():
+    """study -> its runs (dicts with variant, dataset, method, T, th, alpha, seed; all str), in file order."""
+    out = {}
+    for study, spec in (CHECKS.get("studies") or {}).items():
+        runs = []
+        for i, part in enumerate(spec["runs"]):
+            runs += part_runs(part, f"{CHECKS_FILE}: studies.{study}.runs[{i}]")
+        out[study] = runs
+    return out
+
+
+CHECK_VARIANTS = {BASE_VARIANT: {}}  # variant name -> its overrides (filled by part_runs)
+STUDY_RUNS = _study_runs() if CHECKS else {}
+
+
+def _study_kinds():
+    """study -> the kind of report it gets (`kind:`, else its name, which must then be a kind)."""
+    import yaml
+
+    with open(os.path.join(workflow.basedir, "workflow", "schemas", "checks.schema.yaml")) as fh:
+        known = yaml.safe_load(fh)["properties"]["studies"]["additionalProperties"]["properties"]["kind"]["enum"]
+    out = {}
+    for study, spec in (CHECKS.get("studies") or {}).items():
+        out[study] = spec.get("kind", study)
+        if out[study] not in known:
+            raise WorkflowError(f"{CHECKS_FILE}: studies.{study}: give kind: one of {', '.join(known)}")
+    return out
+
+
+STUDY_KINDS = _study_kinds() if CHECKS else {}
+
+
+def selected_studies():
+    """checks.studies of the main config (null: every study of the checks file that is not optional)."""
+    names = (config.get("checks") or {}).get("studies")
+    if names is None:
+        return [s for s in STUDY_RUNS if not CHECKS["studies"][s].get("optional", False)]
+    unknown = [n for n in names if n not in STUDY_RUNS]
+    if unknown:
+        raise WorkflowError(
+            f"checks.studies: {', '.join(unknown)} not in {CHECKS_FILE}; its studies: {', '.join(STUDY_RUNS) or 'none'}"
+        )
+    return list(names)
+
+
+def study_targets(study):
+    """The result files of one study's runs (each once)."""
+    return list(dict.fromkeys(CHECK_RESULT.format(**r) for r in STUDY_RUNS[study]))
+
+
+def check_targets(wildcards=None):
+    """Every run of the selected studies, each once (studies share runs)."""
+    if CHECKS_FILE is None:
+        raise WorkflowError(
+            "snakemake checks: no studies configured; set checks.config to a checks file, "
+            "e.g. --config checks=\"{config: config/checks.yaml}\""
+        )
+    return sorted({t for s in selected_studies() for t in study_targets(s)})
+
+
+def check_overrides(wc):
+    """`mcil train` overrides of a check run: those of a main run, with the checks' run: and the variant's values."""
+    return quote_overrides(run_overrides_dict(wc, extra_run=CHECKS.get("run"), variant=CHECK_VARIANTS[wc.variant]))
+
+
+def noise_level(dataset):
+    """The corruption scale a synth dataset was generated with (0 for the clean regime), else None."""
+    d = DATASETS[dataset]
+    if d["source"] != "synth":
+        return None
+    return 0.0 if d.get("regime", "clean") == "clean" else float(synth_options(dataset).get("noise_level", 1.0))
+
+
+def studies_args():
+    """The arguments of `mcil studies` that come from the config (quoted)."""
+    rep = CHECKS.get("report") or {}
+    d = CHECKS.get("defaults") or {}
+    args = [
+        "--default-th", label(d.get("th", config["defaults"]["th"])),
+        "--default-alpha", label(d.get("alpha", config["defaults"]["alpha"])),
+        "--main-th", label(config["defaults"]["th"]),
+        "--main-alpha", label(config["defaults"]["alpha"]),
+        "--tolerance", str(rep.get("tolerance", 2.0)),
+        "--confidence", str(rep.get("confidence", 0.95)),
+        "--bootstrap", str(rep.get("bootstrap", 2000)),
+    ]
+    levels = [f"{ds}={noise_level(ds):g}" for ds in sorted(CHECKS.get("datasets") or {}) if noise_level(ds) is not None]
+    if levels:
+        args += ["--noise-levels", *levels]
+    studies = [
+        f"{s}{'' if STUDY_KINDS[s] == s else ':' + STUDY_KINDS[s]}={','.join(dict.fromkeys(r['dataset'] for r in runs))}"
+        for s, runs in STUDY_RUNS.items()
+    ]
+    if studies:
+        args += ["--study", *studies]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+CHECK_STUDIES = list(STUDY_RUNS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,7 +452,7 @@ def run_overrides(wc):
 # ------------------------------------------------------------------------------------------------
 
 def prepare_args(wc):
-    p = config["datasets"][wc.dataset]["prepare"]
+    p = DATASETS[wc.dataset]["prepare"]
     args = [p["command"]]
     for flag, value in (p.get("inputs") or {}).items():
         args += [f"--{flag}", resolve(value)]
@@ -250,7 +463,7 @@ def prepare_args(wc):
 
 def prepare_inputs(wc):
     """Raw paths of a prepared dataset (mtime inputs); empty when they are not set."""
-    p = config["datasets"][wc.dataset].get("prepare") or {}
+    p = DATASETS[wc.dataset].get("prepare") or {}
     try:
         return [resolve(v) for v in (p.get("inputs") or {}).values()]
     except _MissingPath:
@@ -326,7 +539,7 @@ check_inputs()
 
 # Wildcards: only the configured names, readable numbers and the gate words.
 wildcard_constraints:
-    dataset=_names_regex(config["datasets"]),
+    dataset=_names_regex(DATASETS),
     method="[a-z][a-z0-9-]*",
     T="[0-9]+",
     th=NUMBER_RE + "|" + "|".join(GATE_WORDS),

@@ -10,8 +10,8 @@ rule synth:
         dataset=_names_regex(datasets_by_source("synth")),
     params:
         out=lambda wc: dataset_root(wc.dataset),
-        regime=lambda wc: config["datasets"][wc.dataset]["regime"],
-        s=config.get("synth", {}),
+        regime=lambda wc: DATASETS[wc.dataset]["regime"],
+        s=lambda wc: synth_options(wc.dataset),
     log:
         "logs/synth/{dataset}.log",
     benchmark:

@@ -1,0 +1,57 @@
+# The validation studies: `snakemake checks --cores 1 --resources gpu=1` (docs/studies.md).
+#
+# Their file (checks.config, e.g. config/checks.yaml; loaded in common.smk, whose dataset table includes its
+# datasets) lists per study a few parts; a part is a cross product like a main-config group, plus `grid:`
+# (dotted `mcil train` keys crossed into variants). Every check run goes through the train rule (same
+# command and overrides, plus the checks file's `run:` and the variant's values) into its own folder:
+#   results/checks/runs/<variant>/<dataset>/<method>/T<T>_th<th>_a<alpha>_s<seed>/result.json
+# <variant> is `base`, or the grid values that differ from the base setting (e.g. lr=1e-05,batch_size=8).
+# Then `mcil studies` writes results/checks/{claims.md,claims.csv,all_runs.csv,all_tasks.csv,tables/}
+# and figures/checks/. The default target (`all`) never runs any of this.
+
+use rule train as train_check with:
+    output:
+        result=CHECK_RESULT,
+    params:
+        out=lambda wc, output: os.path.dirname(output.result),
+        overrides=check_overrides,
+    log:
+        "logs/train_check/" + CHECK_RUN_NAME + ".log",
+    benchmark:
+        "benchmarks/train_check/" + CHECK_RUN_NAME + ".tsv"
+    wildcard_constraints:
+        variant=_names_regex(CHECK_VARIANTS),
+
+
+rule checks:
+    """The validation studies: their runs, then tables, figures and results/checks/claims.md (`mcil studies`)."""
+    input:
+        runs=check_targets,
+        spec=CHECKS_FILE or [],
+    output:
+        claims=report(f"{CHECKS_OUT}/claims.md", caption="../report/checks.rst", category="Validation studies"),
+        findings=f"{CHECKS_OUT}/claims.csv",
+        runs=f"{CHECKS_OUT}/all_runs.csv",
+        tasks=f"{CHECKS_OUT}/all_tasks.csv",
+        tables=expand(f"{CHECKS_OUT}/tables/{{study}}.{{ext}}", study=CHECK_STUDIES, ext=["csv", "md", "tex"]),
+        figures=[
+            report(f"{CHECKS_FIGURES}/{s}.png", caption="../report/checks.rst", category="Validation studies")
+            for s in CHECK_STUDIES
+        ],
+        figures_pdf=expand(f"{CHECKS_FIGURES}/{{study}}.pdf", study=CHECK_STUDIES),
+    params:
+        runs=CHECKS_RUNS_DIR,
+        main_runs=RUNS_DIR,
+        out=CHECKS_OUT,
+        figures=CHECKS_FIGURES,
+        args=studies_args() if CHECKS else "",
+    log:
+        "logs/checks/checks.log",
+    benchmark:
+        "benchmarks/checks/checks.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "mcil studies --runs {params.runs} --main-runs {params.main_runs} --out {params.out} --figures {params.figures}"
+        " {params.args} > {log} 2>&1"
