@@ -531,7 +531,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                     loss = losses.get("loss")
                     if loss is not None:
                         if not torch.isfinite(loss):
-                            terms = {k: float(v) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+                            terms = {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
                             raise NonFiniteLossError(
                                 f"non-finite loss at task {t + 1}/{T}, step {state.step + 1}/{total_steps}: {terms}; "
                                 "lower optim.lr or check the input data"

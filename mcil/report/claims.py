@@ -250,6 +250,8 @@ CLAIMS: list[Claim] = [
           lambda d, s: True, b=Side("mcil-no-text-diversity"), paper=lambda d: "directional"),
     Claim("C6", "The MoE adapters (MIFE) help", "directional",
           lambda d, s: True, b=Side("mcil-no-mife"), paper=lambda d: "directional"),
+    Claim("C7", "The similarity weighting of L_CW helps (weighted vs plain cross-entropy)", "directional",
+          lambda d, s: True, a=Side("mcil-cw-weighted"), b=Side("mcil"), paper=lambda d: "directional"),
     Claim("H1", "Headline AIA of MCIL", "headline",
           lambda d, s: d in PAPER_AIA, paper=lambda d: f"{PAPER_AIA[d]:.2f}"),
     Claim("H2", "MCIL's margin over the next best method", "gap",
