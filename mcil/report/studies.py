@@ -49,7 +49,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from mcil.report.aggregate import IDENTITY, RUN_DIR_RE, collect, find_results  # noqa: E402
-from mcil.report.claims import mean_ci, paired_stats  # noqa: E402
+from mcil.report.claims import _num, mean_ci, paired_stats  # noqa: E402
 from mcil.report.plots import placeholder, save  # noqa: E402
 from mcil.report.tables import th_order, to_latex, to_markdown  # noqa: E402
 
@@ -419,13 +419,6 @@ def summarise_ci(runs: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], 
                 rows.append({**dict(zip(by, key)), "metric": m, "mean": mean, "ci_low": lo, "ci_high": hi, "n": n})
     return pd.DataFrame(rows, columns=cols)
 
-
-def _num(x: Any, digits: int = 2, signed: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float) and math.isinf(x):
-        return "+∞" if x > 0 else "−∞"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
 def fmt_ci(mean: float, lo: float, hi: float, digits: int = 2, signed: bool = False) -> str:
