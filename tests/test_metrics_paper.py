@@ -254,3 +254,18 @@ def test_paper_metrics_degrades_with_notes():
             A=A, n=[1, 1, 1], acc_steps=[98.4, 90.0, 89.0], text_means=None,
             image_means_last_batch=None, image_means_full=None, features=None, last_batch_size=0,
         )
+
+
+def test_paper_metrics_zero_image_prototype_makes_m1_undefined_not_an_error():
+    """No test sample with an image (modality-absence study): the image prototypes are zero, so the
+    task similarity and M1 are undefined; the run must still get its other metrics."""
+    A = m.lower_triangle_to_matrix(FIXTURE_ROWS)
+    zeros = [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+    out = paper.paper_metrics(
+        A=A, n=[1, 1, 1], text_means=TEXT, image_means_last_batch=zeros, image_means_full=zeros,
+        features=None, last_batch_size=0,
+    )
+    for variant in ("official", "full"):
+        assert out[variant]["m1"] is None
+        assert out[variant]["forgetting_steps"] is not None
+    assert any("image (last batch) prototype is zero" in note for note in out["notes"])

@@ -415,6 +415,17 @@ def m1_m2_full(
     return m1_m2_from_inputs(A, n, text_means, image_means_seen, nv, na, "full")
 
 
+def _nonzero_or_none(series: np.ndarray | None, what: str, notes: list[str]) -> np.ndarray | None:
+    """``series`` (T, D), or None (with a note) when some step's prototype is zero or not finite."""
+    if series is None:
+        return None
+    norms = np.linalg.norm(series, axis=-1)
+    if not np.all(np.isfinite(norms) & (norms > 0)):
+        notes.append(f"M1 undefined for a variant: a {what} prototype is zero or not finite (no such features)")
+        return None
+    return series
+
+
 def _series_or_none(values: Any, T: int) -> np.ndarray | None:
     """A (T, D) prototype series, or None when any step is missing (None or empty)."""
     if values is None:
@@ -465,6 +476,10 @@ def paper_metrics(
         notes.append("M1 undefined: no text prototypes (learner without a text encoder)")
     if img_last is None or img_full is None:
         notes.append("M1 undefined for a variant: image prototypes missing")
+    # A zero prototype (e.g. no test sample has an image) leaves the task similarity undefined.
+    text = _nonzero_or_none(text, "text", notes)
+    img_last = _nonzero_or_none(img_last, "image (last batch)", notes)
+    img_full = _nonzero_or_none(img_full, "image (full test set)", notes)
     feats = dict(features or {})
     nmi_last: tuple[float | None, float | None] = (None, None)
     nmi_all: tuple[float | None, float | None] = (None, None)
