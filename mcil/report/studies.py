@@ -21,8 +21,8 @@ is an interval below 0 with a mean below −tolerance. Study-level answers combi
 says; anything resting on an inconclusive comparison is inconclusive. Kendall τ intervals (metric
 study) are percentile bootstrap intervals over seeds.
 
-Which runs a study reads: its datasets (``--study NAME=DS1,DS2``), its methods, and the "base"
-value of every knob that varies between check runs (any ``config.*`` column outside the run's
+Which runs a study reads: its datasets (``--study NAME=DS1,DS2``) at their main T (``--task-counts``;
+only the T study reads other T), its methods, and the "base" value of every knob that varies between check runs (any ``config.*`` column outside the run's
 identity, e.g. ``optim.lr`` or ``data.missing_audio_test``) except the knobs it sweeps. The base
 value is the one of the runs in the ``base`` variant folder (the checks' own ``run:`` setting).
 """
@@ -135,6 +135,7 @@ class StudySettings:
     bootstrap: int = 2000
     seed: int = 0
     noise_levels: Mapping[str, float] = field(default_factory=dict)
+    task_counts: Mapping[str, int] = field(default_factory=dict)  # dataset -> its main T (other T: tasks study)
 
     @property
     def conf(self) -> str:
@@ -339,12 +340,26 @@ def at_base(runs: pd.DataFrame, free: Sequence[str] = ()) -> pd.DataFrame:
     return runs[keep]
 
 
+def main_task_count(runs: pd.DataFrame, dataset: str, s: "StudySettings") -> int | None:
+    """The dataset's main T: ``s.task_counts[dataset]``, else the T most of its runs have."""
+    if dataset in s.task_counts:
+        return int(s.task_counts[dataset])
+    Ts = runs.loc[runs["dataset"] == dataset, "T"]
+    return int(Ts.mode().iloc[0]) if not Ts.empty else None
+
+
 def _select(runs: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str] | None = None,
-            th: str | None = None, alpha: float | None = None, free: Sequence[str] = ()) -> pd.DataFrame:
+            th: str | None = None, alpha: float | None = None, free: Sequence[str] = (),
+            s: "StudySettings | None" = None) -> pd.DataFrame:
+    """Runs of the datasets at the base value of every knob outside ``free``; with ``s``, only at each
+    dataset's main T (so that runs of the T study never mix into another study)."""
     if runs.empty:
         return runs
     sel = at_base(runs, free)
     sel = sel[sel["dataset"].isin(list(datasets))]
+    if s is not None and not sel.empty:
+        main_T = {d: main_task_count(runs, d, s) for d in sel["dataset"].unique()}
+        sel = sel[sel["T"] == sel["dataset"].map(main_T)]
     if methods is not None:
         sel = sel[sel["method"].isin(list(methods))]
     if th is not None:
@@ -590,7 +605,7 @@ def study_hyperparams(data: StudyData, datasets: Sequence[str], s: StudySettings
     their means, which favours finding a difference (stated in the text).
     """
     name = "hyperparams"
-    sel = _select(data.runs, datasets, ["mcil"], s.default_th, s.default_alpha, free=(LR, BATCH))
+    sel = _select(data.runs, datasets, ["mcil"], s.default_th, s.default_alpha, free=(LR, BATCH), s=s)
     if sel.empty or LR not in sel or BATCH not in sel or sel.groupby(["dataset"])[[LR, BATCH]].nunique().max().max() < 2:
         return _empty(name, datasets, "needs mcil runs at two or more lr or batch values")
     sel["lr"] = sel[LR].astype(float)
@@ -664,7 +679,7 @@ def study_threshold_noise(data: StudyData, datasets: Sequence[str], s: StudySett
     to it; **not robust** when it breaks somewhere; else inconclusive.
     """
     name = "threshold-noise"
-    sel = _select(data.runs, datasets, ["mcil", "mcil-gate-sample"], alpha=s.default_alpha)
+    sel = _select(data.runs, datasets, ["mcil", "mcil-gate-sample"], alpha=s.default_alpha, s=s)
     sel = sel[sel["th"].astype(str) != "adaptive"] if not sel.empty else sel
     sel = _noise_frame(sel, s) if not sel.empty else sel
     if sel.empty or sel["th"].nunique() < 2:
@@ -754,7 +769,7 @@ def study_adaptive_threshold(data: StudyData, datasets: Sequence[str], s: StudyS
     than the tolerance; else inconclusive. Answer: yes if some quantile says yes, no if all say no.
     """
     name = "adaptive-threshold"
-    sel = _select(data.runs, datasets, ["mcil"], alpha=s.default_alpha, free=(QUANTILE,))
+    sel = _select(data.runs, datasets, ["mcil"], alpha=s.default_alpha, free=(QUANTILE,), s=s)
     sel = _noise_frame(sel, s) if not sel.empty else sel
     if sel.empty or not (sel["th"] == "adaptive").any() or not sel["th"].map(_is_number).any():
         return _empty(name, datasets, "needs mcil runs with gate adaptive and with fixed thresholds")
@@ -850,33 +865,40 @@ def _is_number(text: Any) -> bool:
 
 
 def study_alpha(data: StudyData, datasets: Sequence[str], s: StudySettings) -> StudyResult:
-    """AIA against α; does L_MI help (default α vs α = 1), is the default α special.
+    """AIA against α per dataset and gate; does L_MI help (default α vs α = 1), is the default α special.
 
-    L_MI **helps** when default α − (α = 1) is higher, **hurts** when lower, has **no measurable
-    effect** when equivalent. The default α is **special** when it beats every other α; **not
-    special** when some other α is higher or equivalent; else inconclusive. An answer shared by
-    every dataset is given once, otherwise per dataset.
+    L_MI acts through the fused features, so the study reads every gate (th) with two or more α
+    values, e.g. th 0.8 and ``always``; the paragraph gives each setting's fusion rate. L_MI
+    **helps** when default α − (α = 1) is higher, **hurts** when lower, has **no measurable effect**
+    when equivalent. The default α is **special** when it beats every other α; **not special** when
+    some other α is higher or equivalent; else inconclusive. An answer shared by every setting is
+    given once, otherwise per setting.
     """
     name = "alpha"
-    sel = _select(data.runs, datasets, ["mcil"], th=s.default_th)
-    if sel.empty or sel["alpha"].nunique() < 2:
+    sel = _select(data.runs, datasets, ["mcil"], s=s)
+    if not sel.empty:
+        sel = sel[sel.groupby(["dataset", "th"])["alpha"].transform("nunique") >= 2].copy()
+    if sel.empty:
         return _empty(name, datasets, "needs mcil runs at two or more α")
     a0 = float(s.default_alpha)
-    summary = summarise_ci(sel, ["dataset", "alpha"], ["aia", "last"], s.confidence)
+    sel["setting"] = sel["dataset"] + " (th " + sel["th"].astype(str) + ")"
+    summary = summarise_ci(sel, ["setting", "dataset", "th", "alpha"], ["aia", "last", "fusion_rate"], s.confidence)
     findings, text, helps, special = [], [], [], []
-    for ds, g in sel.groupby("dataset"):
+    for setting, g in sel.groupby("setting"):
+        ds = str(g["dataset"].iloc[0])
         series = {float(a): per_seed(x) for a, x in g.groupby("alpha")}
         means = {a: v.mean() for a, v in series.items() if len(v)}
         best = max(means, key=means.get)
-        line = [f"On {ds}: best α = {best:g} ({means[best]:.2f})"]
+        fr = pd.to_numeric(g["fusion_rate"], errors="coerce").mean()
+        line = [f"On {setting} (fusion rate {fr:.2f}): best α = {best:g} ({means[best]:.2f})"]
         if a0 not in series:
             text.append(line[0] + f"; no runs at α = {a0:g}.")
             continue
         if 1.0 in series and a0 != 1.0:
             st = compare(series[a0], series[1.0], s)
             h = {HIGHER: "helps", LOWER: "hurts", EQUIVALENT: "no measurable effect"}.get(st["verdict"], INCONCLUSIVE)
-            helps.append((ds, h))
-            findings.append(_finding(name, ds, f"α {a0:g} − α 1 (L_MI off) AIA", st, h))
+            helps.append((setting, h))
+            findings.append(_finding(name, ds, f"{setting}: α {a0:g} − α 1 (L_MI off) AIA", st, h))
             line.append(f"α = {a0:g} − α = 1 = {_fmt_cmp(st)}: L_MI {h}")
         others = []
         for a in sorted(series):
@@ -884,29 +906,29 @@ def study_alpha(data: StudyData, datasets: Sequence[str], s: StudySettings) -> S
                 continue
             st = compare(series[a0], series[a], s)
             others.append(st["verdict"])
-            findings.append(_finding(name, ds, f"α {a0:g} − α {a:g} AIA", st))
+            findings.append(_finding(name, ds, f"{setting}: α {a0:g} − α {a:g} AIA", st))
         if others and all(v == HIGHER for v in others):
             sp = "special"
         elif any(v in (LOWER, EQUIVALENT) for v in others):
             sp = "not special"
         else:
             sp = INCONCLUSIVE
-        special.append((ds, sp))
+        special.append((setting, sp))
         line.append(f"α = {a0:g} against the {len(others)} other values: {sp}")
         text.append("; ".join(line) + ".")
     verdict = f"L_MI: {_per_dataset(helps)}; α = {a0:g}: {_per_dataset(special)}"
     # figure
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     aia = summary[summary["metric"] == "aia"]
-    _errorbar_lines(ax, aia, "alpha", "dataset", sorted(aia["dataset"].unique()), dodge=0.01)
+    _errorbar_lines(ax, aia, "alpha", "setting", sorted(aia["setting"].unique()), dodge=0.01)
     ax.axvline(a0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("α  (L = α L_CW + (1 − α) L_MI)")
     ax.set_ylabel("AIA (%)")
-    ax.legend(frameon=False, fontsize="small", title="dataset")
-    ax.set_title(f"Loss weight α (th {s.default_th}; mean, {s.conf} interval)")
+    ax.legend(frameon=False, fontsize="small", title="dataset (gate)")
+    ax.set_title(f"Loss weight α (mean, {s.conf} interval over seeds)")
     fig.tight_layout()
     summary = summary.assign(alpha_label=[f"{a:g}" for a in summary["alpha"]])
-    wide = _wide_ci(summary, "alpha_label", "dataset", labels={"aia": "AIA", "last": "last"},
+    wide = _wide_ci(summary, "alpha_label", "setting", ["aia", "fusion_rate"], labels={"aia": "AIA", "fusion_rate": "fusion"},
                     row_order=[f"{a:g}" for a in sorted(summary["alpha"].unique())], row_name="α")
     para = _paragraph(name, verdict, text, findings, len(sel))
     return StudyResult(name, summary, wide, fig, para)
@@ -928,12 +950,13 @@ def study_components(data: StudyData, datasets: Sequence[str], s: StudySettings)
     if data.runs.empty:
         return _empty(name, datasets, "no runs")
     presets = sorted(m for m in data.runs["method"].unique() if str(m).startswith("mcil-"))
-    sel = _select(data.runs, datasets, ["mcil", *presets], s.default_th, s.default_alpha)
+    sel = _select(data.runs, datasets, ["mcil", *presets], s.default_th, s.default_alpha, s=s)
     if sel.empty or "mcil" not in set(sel["method"]) or sel["method"].nunique() < 2:
         return _empty(name, datasets, "needs mcil and at least one of its presets")
     rows, findings, text, carriers = [], [], [], []
     for ds, g in sel.groupby("dataset"):
         ref = per_seed(g[g["method"] == "mcil"])
+        fr = pd.to_numeric(g.loc[g["method"] == "mcil", "fusion_rate"], errors="coerce").mean()
         gains = {}
         for p in sorted(set(g["method"]) - {"mcil"}):
             st = compare(ref, per_seed(g[g["method"] == p]), s)
@@ -946,11 +969,11 @@ def study_components(data: StudyData, datasets: Sequence[str], s: StudySettings)
         if helping:
             top = max(helping, key=helping.get)
             carriers.append(top)
-            text.append(f"On {ds} (mcil AIA {ref.mean():.2f}), the largest gain is carried by the part {top} removes or "
-                        f"changes: {helping[top]:+.2f}; helps: {', '.join(sorted(helping))}.")
+            text.append(f"On {ds} (mcil AIA {ref.mean():.2f}, fusion rate {fr:.2f}), the largest gain is carried by the part "
+                        f"{top} removes or changes: {helping[top]:+.2f}; helps: {', '.join(sorted(helping))}.")
         else:
             carriers.append(None)
-            text.append(f"On {ds} (mcil AIA {ref.mean():.2f}), no preset is clearly below mcil.")
+            text.append(f"On {ds} (mcil AIA {ref.mean():.2f}, fusion rate {fr:.2f}), no preset is clearly below mcil.")
         text[-1] += " " + "; ".join(f"{p} {d:+.2f} ({v})" for p, (d, v) in gains.items()) + "."
     table = pd.DataFrame(rows)
     if carriers and all(c is not None and c == carriers[0] for c in carriers):
@@ -1147,12 +1170,13 @@ def study_absence(data: StudyData, datasets: Sequence[str], s: StudySettings) ->
     Graceful fallback (audio absent): with audio missing in 100 % of the test (or train+test)
     samples, a gate is **graceful** when its AIA is equivalent to or above the image-only model
     (gate never, no absence; never ignores audio), **not graceful** when lower by more than the
-    tolerance, else inconclusive. Best gate: highest mean AIA over all absence conditions;
-    compared with the runner-up, paired by seed.
+    tolerance, else inconclusive. Best gate (gate never, the reference, left out when two others
+    ran): highest mean AIA over the absence conditions they all ran; compared with the runner-up,
+    paired by seed.
     """
     name = "absence"
     cols = [c for c in MISSING.values() if c in data.runs]
-    sel = _select(data.runs, datasets, ["mcil", "mcil-gate-sample"], alpha=s.default_alpha, free=cols)
+    sel = _select(data.runs, datasets, ["mcil", "mcil-gate-sample"], alpha=s.default_alpha, free=cols, s=s)
     sel = sel[sel["th"].astype(str) != "adaptive"] if not sel.empty else sel
     if sel.empty or not cols:
         return _empty(name, datasets, "needs mcil runs with data.missing_* settings")
@@ -1194,12 +1218,13 @@ def study_absence(data: StudyData, datasets: Sequence[str], s: StudySettings) ->
                 parts.append(part)
             if parts:
                 text.append(f"{ds}, gate {gate} (no absence {ref.mean():.2f}): " + "; ".join(parts) + ".")
-        # best gate over the absence conditions (mean over conditions per seed)
+        # best gate over the absence conditions (mean over conditions per seed); never is the reference
         absent = g[g["condition"] != "none"]
-        common = set.intersection(*[set(absent[absent["gate"] == x]["condition"]) for x in gates if (absent["gate"] == x).any()]) \
-            if not absent.empty else set()
+        ranked_gates = [x for x in gates if x != "never"] if len([x for x in gates if x != "never"]) >= 2 else gates
+        common = set.intersection(*[set(absent[absent["gate"] == x]["condition"]) for x in ranked_gates
+                                    if (absent["gate"] == x).any()]) if not absent.empty else set()
         scores = {}
-        for gate in gates:
+        for gate in ranked_gates:
             sub = absent[(absent["gate"] == gate) & absent["condition"].isin(common)]
             if not sub.empty:
                 scores[gate] = sub.groupby("seed")["aia"].mean()
@@ -1252,6 +1277,21 @@ def study_absence(data: StudyData, datasets: Sequence[str], s: StudySettings) ->
 # ---------------------------------------------------------------------------------------------
 
 
+def _tau_verdict(tau: float, lo: float, hi: float) -> str:
+    """agree: τ > 0 and its interval above 0; disagree: τ < 0 and the interval below 0; else inconclusive.
+
+    With few seeds a percentile bootstrap can leave τ itself outside its interval (ties, two-valued
+    resamples); such a pair is inconclusive.
+    """
+    if any(math.isnan(x) for x in (tau, lo, hi)):
+        return INCONCLUSIVE
+    if tau > 0 and lo > 0:
+        return "agree"
+    if tau < 0 and hi < 0:
+        return "disagree"
+    return INCONCLUSIVE
+
+
 def _metric_source(data: StudyData, datasets: Sequence[str], s: StudySettings) -> tuple[pd.DataFrame, str]:
     """The default pipeline's main-setting runs when they rank three or more methods, else the check runs."""
     main = data.main_runs
@@ -1263,7 +1303,7 @@ def _metric_source(data: StudyData, datasets: Sequence[str], s: StudySettings) -
             for ds, T in ok:
                 keep |= (m["dataset"] == ds) & (m["T"] == T)
             return m[keep].copy(), "the default pipeline's main-setting runs (results/runs)"
-    sel = _select(data.runs, datasets, None, s.default_th, s.default_alpha)
+    sel = _select(data.runs, datasets, None, s.default_th, s.default_alpha, s=s)
     return sel, "the check runs"
 
 
@@ -1271,8 +1311,8 @@ def study_metrics(data: StudyData, datasets: Sequence[str], s: StudySettings) ->
     """Kendall τ between method rankings by M1/M2 (both variants) and by AIA, last, −forgetting.
 
     Per (dataset, T): methods are ranked by their mean over seeds; τ-b with a percentile
-    bootstrap interval over seeds. A pair **agrees** when the interval lies above 0, **disagrees**
-    when below 0, else inconclusive. How much M1/M2 move between the official (one batch) and the
+    bootstrap interval over seeds. A pair **agrees** when τ and its interval lie above 0, **disagrees**
+    when both lie below 0, else inconclusive. How much M1/M2 move between the official (one batch) and the
     full-test-set variant: full − official per run (mean over seeds per method) and τ between the
     two rankings.
     """
@@ -1299,7 +1339,7 @@ def study_metrics(data: StudyData, datasets: Sequence[str], s: StudySettings) ->
                 if common:
                     values[method] = (xa.loc[common].tolist(), xb.loc[common].tolist())
             tau, lo, hi = bootstrap_tau(values, s.bootstrap, s.confidence, s.seed)
-            v = INCONCLUSIVE if math.isnan(lo) else ("agree" if lo > 0 else ("disagree" if hi < 0 else INCONCLUSIVE))
+            v = _tau_verdict(tau, lo, hi)
             la = PAPER_METRICS.get(a, a)
             lb = STANDARD_METRICS.get(b, PAPER_METRICS.get(b, b))
             rows.append({"kind": "tau", "dataset": ds, "T": int(T), "a": la, "b": lb, "value": tau, "ci_low": lo,
@@ -1534,6 +1574,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         f"NAME) is one of {', '.join(STUDIES)}")
     p.add_argument("--noise-levels", nargs="*", default=[], metavar="DATASET=LEVEL",
                    help="corruption level of each dataset (threshold and adaptive studies)")
+    p.add_argument("--task-counts", nargs="*", default=[], metavar="DATASET=T",
+                   help="each dataset's main T (every study but the T study reads only those runs; default: the "
+                        "T most runs of the dataset have)")
     p.add_argument("--default-th", default="0.8", help="threshold label of the check runs' main setting")
     p.add_argument("--default-alpha", type=float, default=0.7, help="α of the check runs' main setting")
     p.add_argument("--main-th", default="0.8", help="threshold label of the default pipeline's main setting")
@@ -1549,6 +1592,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     try:
         levels = {k: float(v) for k, v in _pairs(args.noise_levels, "--noise-levels").items()}
+        task_counts = {k: int(v) for k, v in _pairs(args.task_counts, "--task-counts").items()}
         plan_raw = _pairs(args.study, "--study") if args.study is not None else None
     except (argparse.ArgumentTypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -1568,7 +1612,7 @@ def run_cli(args: argparse.Namespace) -> int:
     main_th = f"{float(main_th):g}" if _is_number(main_th) else main_th
     s = StudySettings(default_th=th, default_alpha=args.default_alpha, main_th=main_th, main_alpha=args.main_alpha,
                       tolerance=args.tolerance, confidence=args.confidence, bootstrap=args.bootstrap, seed=args.seed,
-                      noise_levels=levels)
+                      noise_levels=levels, task_counts=task_counts)
     results = run_studies(data, plan, s, kinds)
     write_studies(results, data, args.out, args.figures, s)
     log.info("wrote %d studies into %s and %s", len(results), args.out, args.figures)

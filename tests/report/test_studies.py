@@ -228,18 +228,20 @@ def test_alpha_mi_helps_but_default_not_special(tmp_path):
         for seed, aia in enumerate(v):
             put(tmp_path, aia=aia, alpha=a, seed=seed)
     r = studies.study_alpha(studies.load_study_data([tmp_path]), ["clean"], S)
-    f = finding(r, "α 0.7 − α 1 (L_MI off)")
+    f = finding(r, "clean (th 0.8): α 0.7 − α 1 (L_MI off)")
     assert f["verdict"] == "helps" and f["diff"] == pytest.approx(4.5)
     assert f["ci_high"] - f["diff"] == pytest.approx(half([4.0, 4.5, 5.0]))
-    assert finding(r, "α 0.7 − α 0.5")["verdict"] == EQUIVALENT
+    assert finding(r, "clean (th 0.8): α 0.7 − α 0.5")["verdict"] == EQUIVALENT
     assert r.paragraph["verdict"] == "L_MI: helps; α = 0.7: not special"
     assert list(r.wide.index) == ["0.5", "0.7", "1"]
-    # a second dataset where L_MI makes no measurable difference: the answer is given per dataset
+    assert "On clean (th 0.8) (fusion rate 0.50)" in r.paragraph["text"]
+    # a second gate where L_MI makes no measurable difference: the answer is given per setting
     for a_, v in {0.7: [50.0, 51.0, 52.0], 1.0: [50.1, 51.2, 52.0]}.items():
         for seed, aia in enumerate(v):
-            put(tmp_path, aia=aia, alpha=a_, seed=seed, dataset="other")
-    r = studies.study_alpha(studies.load_study_data([tmp_path]), ["clean", "other"], S)
-    assert r.paragraph["verdict"].startswith("L_MI: clean: helps, other: no measurable effect; α = 0.7: not special")
+            put(tmp_path, aia=aia, alpha=a_, seed=seed, th="always")
+    r = studies.study_alpha(studies.load_study_data([tmp_path]), ["clean"], S)
+    assert r.paragraph["verdict"].startswith(
+        "L_MI: clean (th 0.8): helps, clean (th always): no measurable effect; α = 0.7: not special")
 
 
 def test_components_gain_and_inconclusive(tmp_path):
@@ -247,11 +249,17 @@ def test_components_gain_and_inconclusive(tmp_path):
     for m, v in vals.items():
         for seed, aia in enumerate(v):
             put(tmp_path, aia=aia, method=m, seed=seed)
+    # runs of the T study (another T) never mix into another study
+    for seed in range(3):
+        put(tmp_path, aia=5.0, method="mcil", seed=seed, T=3)
     r = studies.study_components(studies.load_study_data([tmp_path]), ["clean"], S)
     row = r.table.set_index("preset").loc["mcil-no-mife"]
     assert row["gain"] == pytest.approx(71.0 - 196 / 3) and row["verdict"] == "helps"
     assert r.table.set_index("preset").loc["mcil-no-mi", "verdict"] == INCONCLUSIVE
     assert r.paragraph["verdict"] == "mcil-no-mife (on every dataset)"
+    # the main T can be named; at T = 3 there is no preset to compare with
+    s3 = StudySettings(task_counts={"clean": 3})
+    assert studies.study_components(studies.load_study_data([tmp_path]), ["clean"], s3).paragraph["verdict"] == "not evaluated"
 
 
 def _experts_stats(T: int, n_sites: int = 2) -> dict[str, Any]:
@@ -368,6 +376,15 @@ def test_metrics_prefers_the_main_pipeline_runs(tmp_path):
     r = studies.study_metrics(data, ["clean"], S)
     assert "Source: the default pipeline's main-setting runs" in r.paragraph["text"]
     assert r.table.set_index(["a", "b"]).loc[("M2 (official)", "AIA"), "value"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("tau, lo, hi, verdict", [
+    (0.8, 0.2, 1.0, "agree"), (-0.8, -1.0, -0.1, "disagree"), (0.2, -0.3, 0.7, INCONCLUSIVE),
+    (-0.18, 0.24, 1.0, INCONCLUSIVE),  # the estimate outside its own bootstrap interval
+    (0.5, math.nan, math.nan, INCONCLUSIVE),
+])
+def test_tau_verdict(tau, lo, hi, verdict):
+    assert studies._tau_verdict(tau, lo, hi) == verdict
 
 
 def test_every_study_says_why_it_is_empty():

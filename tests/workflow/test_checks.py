@@ -87,6 +87,7 @@ def test_all_studies_share_runs(tmp_path):
     assert "fusion.adaptive_quantile=0.25 scenario.n_tasks=4 method.name=mcil fusion.gate=adaptive" in out
     # the noise levels reach both the generator and the report
     assert "--noise-level 2.0" in out and "synav-noise2=2" in out
+    assert "--task-counts synav-long=4 synav-noise0=4" in out
 
 
 def test_long_sequences_run_when_named(tmp_path):

@@ -435,6 +435,9 @@ def studies_args():
     levels = [f"{ds}={noise_level(ds):g}" for ds in sorted(CHECKS.get("datasets") or {}) if noise_level(ds) is not None]
     if levels:
         args += ["--noise-levels", *levels]
+    main_T = [f"{ds}={DATASETS[ds].get('T', d.get('T', config['defaults']['T']))}" for ds in sorted(CHECKS.get("datasets") or {})]
+    if main_T:
+        args += ["--task-counts", *main_T]
     studies = [
         f"{s}{'' if STUDY_KINDS[s] == s else ':' + STUDY_KINDS[s]}={','.join(dict.fromkeys(r['dataset'] for r in runs))}"
         for s, runs in STUDY_RUNS.items()
