@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,15 +42,6 @@ from mcil.backbones.audioclip.image import AttentionPool2d
 from mcil.backbones.audioclip.tokenizer import EOT_TOKEN, SOT_TOKEN
 from mcil.backbones.base import BackboneError, build_backbone, file_sha256
 
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: on an oversubscribed machine the convolutions run ~10× faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # -- fixed inputs and the outputs of the shared model on them ------------------------------------

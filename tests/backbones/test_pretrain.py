@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pytest
 import torch
@@ -28,14 +28,6 @@ from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
 NAMES = ["red solid square, low steady hum", "blue solid square, high steady hum",
          "red striped circle, low pulsing buzz", "blue striped circle, high pulsing buzz"]
 SMALL = TinyConfig(embed_dim=32, width=32, depth=1, heads=2, mlp_ratio=2.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _toy_data(per_class: int = 12, seed: int = 0) -> PretrainData:

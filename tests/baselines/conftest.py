@@ -33,15 +33,6 @@ SMALL = TinyConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores are shared by several workers: one intra-op thread is ~50× faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _seeded():
     """Adapters draw their initial weights (and dropout masks) from the global RNG."""

@@ -24,15 +24,6 @@ SMALL = TinyConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared by several workers: one intra-op thread is far faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Factory:
     class_names = CLASS_NAMES
 
