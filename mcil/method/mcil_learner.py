@@ -384,7 +384,9 @@ class McilLearner(Learner):
         logits = cosine_logits(out.final, protos, self._scale(), normalize_prototypes=self._normalize_templates)
         base = torch.where(has_image.unsqueeze(1), v, a)
         l_cw = cw_loss(logits, y, base, self.cfg.loss.cw, self.cfg.loss.label_smoothing)
-        l_mi = mi_loss(out.f_fused, v[out.fused], a[out.fused], self.cfg.loss.mi_reduction)
+        l_mi = mi_loss(
+            out.f_fused, v[out.fused], a[out.fused], self.cfg.loss.mi_reduction, self.cfg.loss.mi_input
+        )
         loss = total_loss(l_cw, l_mi, self.cfg.loss.alpha)
         terms = {"loss_cw": l_cw, "loss_mi": l_mi}
         if self.mife is not None and self.options.balance_loss > 0:
@@ -539,7 +541,13 @@ register_preset(
     "is plain cross-entropy, which the official weights reduce to — see docs/method.md)",
 )
 register_preset(
-    "mcil-gate-always", learner="mcil", overrides={"fusion.gate": "always"}, doc="fuse every sample that has audio"
+    "mcil-gate-always", learner="mcil", overrides={"fusion.gate": "always"}, doc="fuse every sample that has audio (the default)"
+)
+register_preset(
+    "mcil-gate-batch",
+    learner="mcil",
+    overrides={"fusion.gate": "batch", "fusion.th": 0.8},
+    doc="the paper's masking threshold: fuse a batch only when its mean Pearson r >= th (0.8)",
 )
 register_preset(
     "mcil-gate-sample", learner="mcil", overrides={"fusion.gate": "sample"}, doc="per-sample threshold test r >= th"
@@ -555,9 +563,12 @@ register_preset(
         "method.options.logit_scale": "official-raw",
         "loss.cw": "official",
         "loss.mi_reduction": "sum",
+        "loss.mi_input": "official",
+        "fusion.gate": "batch",
+        "fusion.th": 0.8,
         "fusion.attention": "batch-official",
     },
     doc="the official code's behaviour: shared 5-expert pool, top-1 (router cannot learn), freeze hack, "
-    "raw logit scale, L_CW = CE, summed MI, batch-mixing attention (add optim.pairing=official-shuffled "
+    "raw logit scale, L_CW = CE, summed MI on unit vectors, batch gate at th 0.8, batch-mixing attention (add optim.pairing=official-shuffled "
     "for its unaligned image/audio loaders)",
 )

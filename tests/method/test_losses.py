@@ -84,9 +84,26 @@ def test_mi_loss_matches_the_metric_and_has_the_right_sign():
     g = torch.Generator().manual_seed(0)
     f, v, a = (torch.randn(3, 6, generator=g) for _ in range(3))
     expected = -(mutual_information(f, v, "sum") + mutual_information(f, a, "sum"))
-    assert torch.allclose(mi_loss(f, v, a, "sum"), expected)
-    assert torch.allclose(mi_loss(f, v, a, "mean"), expected / 3)
+    assert torch.allclose(mi_loss(f, v, a, "sum", "official"), expected)
+    assert torch.allclose(mi_loss(f, v, a, "mean", "official"), expected / 3)
     assert float(mi_loss(f, v, a, "mean")) <= 0.0  # MI of this estimator is >= 0
+
+
+def test_mi_loss_unit_rms_rescales_unit_vectors_so_the_gradient_does_not_vanish():
+    g = torch.Generator().manual_seed(0)
+    d = 128
+    f, v, a = (F.normalize(torch.randn(8, d, generator=g), dim=-1) for _ in range(3))
+    k = math.sqrt(d)
+    assert torch.allclose(mi_loss(f, v, a, "mean", "unit-rms"), mi_loss(f * k, v * k, a * k, "mean", "official"))
+    grads = {}
+    for inputs in ("official", "unit-rms"):
+        x = f.clone().requires_grad_()
+        mi_loss(x, v, a, "mean", inputs).backward()
+        grads[inputs] = float(x.grad.abs().max())
+    # on unit vectors the official estimator's softmax is nearly uniform: almost no gradient
+    assert grads["official"] < 1e-3 < 0.1 < grads["unit-rms"]
+    with pytest.raises(ValueError, match="loss.mi_input"):
+        mi_loss(f, v, a, "mean", "raw")
 
 
 def test_mi_loss_descent_increases_mutual_information():
@@ -94,7 +111,7 @@ def test_mi_loss_descent_increases_mutual_information():
     v, a = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
     f = torch.randn(4, 6, generator=g, requires_grad=True)
     before = float(mutual_information(f.detach(), v, "sum") + mutual_information(f.detach(), a, "sum"))
-    mi_loss(f, v, a, "mean").backward()
+    mi_loss(f, v, a, "mean", "official").backward()
     with torch.no_grad():
         f2 = f - 0.1 * f.grad
     after = float(mutual_information(f2, v, "sum") + mutual_information(f2, a, "sum"))

@@ -155,7 +155,7 @@ def test_non_finite_loss_names_the_term(mk):
 
 
 def test_frozen_towers_and_closed_gate_still_give_a_differentiable_loss(mk):
-    learner = mk.learner(options={"mife": False}, fusion__th=1.0)  # batch gate never opens
+    learner = mk.learner(options={"mife": False}, fusion__gate="batch", fusion__th=1.0)  # gate never opens
     learner.start_task(TASK0)
     before = [p.detach().clone() for p in learner.trainable_parameters()]
     out = learner.train_step(mk.batch([0, 1]))
@@ -253,12 +253,15 @@ PRESETS = {
     "mcil-cw-weighted": lambda l: l.cfg.loss.cw == "weighted",
     "mcil-gate-always": lambda l: l.cfg.fusion.gate == "always",
     "mcil-gate-sample": lambda l: l.cfg.fusion.gate == "sample",
+    "mcil-gate-batch": lambda l: l.cfg.fusion.gate == "batch" and l.cfg.fusion.th == 0.8,
     "mcil-official": lambda l: (
         l.mife.cfg.experts == "official"
         and l.mife.cfg.top_k == 1
         and l.mife.cfg.official_freeze_hack
         and l._scale() == OFFICIAL_LOGIT_SCALE
         and l.cfg.loss.mi_reduction == "sum"
+        and l.cfg.loss.mi_input == "official"
+        and (l.cfg.fusion.gate, l.cfg.fusion.th) == ("batch", 0.8)
         and l.cfg.fusion.attention == "batch-official"
     ),
 }
