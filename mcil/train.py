@@ -22,11 +22,10 @@ import platform
 import random
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -334,7 +333,8 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
 
 
 def resolve_method(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
-    """Turn a preset name into its learner and apply its overrides (explicit config values win)."""
+    """Turn a preset name into its learner and apply its overrides (explicit config values win),
+    then its ``fixed`` values (a config value they replace is logged)."""
     from mcil.method.registry import get_learner_class, get_preset
 
     preset = get_preset(cfg.method.name)
@@ -345,18 +345,35 @@ def resolve_method(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
     default = config_to_dict(RunConfig())
     overrides = []
     for key, value in preset.overrides.items():
-        node_user, node_default = data, default
-        for part in key.split(".")[:-1]:
-            node_user = node_user.get(part, {})
-            node_default = node_default.get(part, {}) if isinstance(node_default, dict) else {}
-        leaf = key.split(".")[-1]
+        user, dflt = _lookup(data, key), _lookup(default, key)
         # The preset sets a value unless the user changed that key away from its default.
-        if node_user.get(leaf, object()) == node_default.get(leaf, object()) or leaf not in node_user:
+        if user is _ABSENT or user == dflt:
             overrides.append(f"{key}={json.dumps(value)}")
+    for key, value in preset.fixed.items():
+        user = _lookup(data, key)
+        if user is not _ABSENT and user != value and user != _lookup(default, key):
+            log.info("method %s fixes %s=%s; the config's value %s is not used", preset.name, key, value, user)
+        overrides.append(f"{key}={json.dumps(value)}")
     data["method"]["name"] = preset.learner
     data = apply_overrides(data, overrides)
     new = parse_dataclass(RunConfig, data)
-    return new, {"name": cfg.method.name, "learner": preset.learner, "preset": preset.name, "preset_overrides": preset.overrides}
+    info = {"name": cfg.method.name, "learner": preset.learner, "preset": preset.name, "preset_overrides": preset.overrides}
+    if preset.fixed:
+        info["preset_fixed"] = preset.fixed
+    return new, info
+
+
+_ABSENT = object()
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of a nested dict, or ``_ABSENT``."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
 
 
 def pick_device(cfg: RunConfig) -> torch.device:
@@ -381,12 +398,12 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     """
     from mcil.backbones.base import build_backbone
     from mcil.data.cache import load_split
+    from mcil.determinism import set_deterministic
     from mcil.data.manifest import read_manifest
     from mcil.data.scenario import make_scenario
     from mcil.features import frozen_embeddings
     from mcil.method.base import Task
     from mcil.method.registry import get_learner_class
-    from mcil.metrics import summarise
 
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -397,7 +414,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     run_hash = config_hash(user_cfg)
     t_start = time.time()
 
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic(True, warn_only=True)
     device = pick_device(cfg)
     seed_everything(cfg.train_seed)
 

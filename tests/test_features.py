@@ -7,7 +7,7 @@ import torch
 from mcil.backbones.base import build_backbone
 from mcil.config import load_config
 from mcil.data.cache import load_split
-from mcil.features import encode_split, frozen_embeddings
+from mcil.features import frozen_embeddings
 from mcil.train import train
 
 

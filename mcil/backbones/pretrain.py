@@ -57,6 +57,7 @@ from mcil.backbones.tiny import (
     save_tiny,
 )
 from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
+from mcil.determinism import set_deterministic
 from mcil.errors import DataError
 
 __all__ = [
@@ -233,11 +234,12 @@ def _augment_audio(w: torch.Tensor, opts: PretrainOptions, sample_rate: int, g: 
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    set_deterministic(True)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        set_deterministic(previous, warn_only=previous_warn)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

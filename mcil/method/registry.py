@@ -6,8 +6,9 @@ configuration of an existing learner registers as a preset::
     register_preset("mcil-no-aavfm", learner="mcil", overrides={"fusion.gate": "never"},
                     doc="without AAVFM: image feature only")
 
-``method.name`` in a config may be either; :func:`resolve_method` turns a preset into its
-learner name and applies the overrides (explicit user overrides win).
+``method.name`` in a config may be either; :func:`mcil.train.resolve_method` turns a preset into
+its learner name and applies the overrides (explicit user overrides win) and then the preset's
+``fixed`` values, which nothing overrides: they define the preset (``joint`` *is* one task).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Preset:
     learner: str
     overrides: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    fixed: dict[str, Any] = field(default_factory=dict)
 
 
 def register_learner(cls: type) -> type:
@@ -49,8 +51,15 @@ def register_learner(cls: type) -> type:
     return cls
 
 
-def register_preset(name: str, learner: str, overrides: dict[str, Any] | None = None, doc: str = "") -> None:
-    _PRESETS[name] = Preset(name, learner, dict(overrides or {}), doc)
+def register_preset(
+    name: str,
+    learner: str,
+    overrides: dict[str, Any] | None = None,
+    doc: str = "",
+    fixed: dict[str, Any] | None = None,
+) -> None:
+    """``overrides``: defaults of the preset (a value the user set wins); ``fixed``: always applied."""
+    _PRESETS[name] = Preset(name, learner, dict(overrides or {}), doc, dict(fixed or {}))
 
 
 def _load_all() -> None:

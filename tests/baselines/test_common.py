@@ -7,7 +7,7 @@ import torch
 
 from mcil.baselines._common import columns, cosine_logits, fuse, herding, label_positions, tower_embedding
 from mcil.config import ConfigError
-from mcil.method.base import Batch, Learner
+from mcil.method.base import Learner
 from mcil.method.registry import get_learner_class, get_preset
 
 BASELINES = ["zeroshot", "finetune", "lwf", "ewc", "replay", "coop", "simplecil", "ranpac", "moe-adapters", "av-concat"]
@@ -104,12 +104,22 @@ def test_text_learners_give_unnormalised_text_embeddings_others_none(kit):
             assert emb is None, name
 
 
-def test_joint_is_a_one_task_preset_of_finetune():
-    from mcil.config import RunConfig, MethodConfig
+def test_joint_is_a_one_task_preset_of_mcil_that_no_config_can_make_incremental():
+    from mcil.config import FusionConfig, MethodConfig, RunConfig, ScenarioConfig
     from mcil.train import resolve_method
 
     preset = get_preset("joint")
-    assert preset is not None and preset.learner == "finetune"
+    assert preset is not None and preset.learner == "mcil"
     cfg, info = resolve_method(RunConfig(method=MethodConfig(name="joint")))
-    assert cfg.method.name == "finetune" and info["preset"] == "joint"
-    assert cfg.scenario.n_tasks == 1
+    assert cfg.method.name == "mcil" and info["preset"] == "joint"
+    assert cfg.scenario.n_tasks == 1 and cfg.scenario.initial is None
+    # an explicit incremental scenario (the pipeline passes the T it compares at) is replaced
+    cfg, info = resolve_method(RunConfig(method=MethodConfig(name="joint"), scenario=ScenarioConfig(n_tasks=5)))
+    assert cfg.scenario.n_tasks == 1 and info["preset_fixed"]["scenario.n_tasks"] == 1
+    cfg, _ = resolve_method(
+        RunConfig(method=MethodConfig(name="joint"), scenario=ScenarioConfig(n_tasks=None, initial=4, increment=2))
+    )
+    assert (cfg.scenario.n_tasks, cfg.scenario.initial, cfg.scenario.increment) == (1, None, None)
+    # an ordinary preset still lets an explicit user value win
+    cfg, _ = resolve_method(RunConfig(method=MethodConfig(name="mcil-gate-always"), fusion=FusionConfig(gate="sample")))
+    assert cfg.fusion.gate == "sample"

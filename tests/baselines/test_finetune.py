@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from mcil.baselines.finetune import Finetune, FinetuneOptions
+from mcil.baselines._common import AdapterOptions
+from mcil.baselines.finetune import Finetune
 
 
 def make(kit, bb, **opts):
-    return Finetune(bb, kit.CLASS_NAMES, "synav", kit.run_config(), FinetuneOptions(**opts))
+    return Finetune(bb, kit.CLASS_NAMES, "synav", kit.run_config(), AdapterOptions(**opts))
 
 
 def test_learns_then_forgets(kit, stream, backbone):

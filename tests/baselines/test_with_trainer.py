@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from mcil.config import ConfigError, load_config
+from mcil.config import load_config
 from mcil.train import Interrupted, train
 
 ALL = ["zeroshot", "finetune", "lwf", "ewc", "replay", "coop", "simplecil", "ranpac", "moe-adapters", "av-concat"]
@@ -33,14 +33,11 @@ def test_runs_through_the_trainer(tiny_env, tmp_path, name):
         assert stats["memory_total"] == 3 * 6
 
 
-def test_joint_is_one_task_and_refuses_an_incremental_scenario(tiny_env, tmp_path):
-    cfg = load_config(None, [o for o in tiny_env.overrides(**{"method.name": "joint", "optim.epochs": 1})
-                             if not o.startswith("scenario.n_tasks")])
-    result = train(cfg, tmp_path / "joint")
+def test_joint_trains_every_class_in_one_task_whatever_the_scenario(tiny_env, tmp_path):
+    result = train(_cfg(tiny_env, "joint", "optim.epochs=1"), tmp_path / "joint")  # the config says 3 tasks
     assert np.array(result["accuracy_matrix"]).shape == (1, 1)
     assert len(result["scenario"]["tasks"]) == 1 and len(result["scenario"]["tasks"][0]) == 6
-    with pytest.raises(ConfigError, match="method joint trains all classes in one task"):
-        train(_cfg(tiny_env, "joint"), tmp_path / "joint-3")  # the user's scenario.n_tasks=3 wins the preset
+    assert result["method"]["learner"] == "mcil" and result["method"]["preset"] == "joint"
 
 
 @pytest.mark.parametrize("name", ["lwf", "replay", "ewc"])
