@@ -7,7 +7,7 @@ fusion rate, parameter counts, timings and provenance. ``all_steps.csv`` has one
 task (accuracy over all seen classes after that task, per modality path where recorded).
 
 The identity comes from the run's folder name when it follows the pipeline's pattern
-``{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}``, otherwise from the result itself: ``th`` is the
+``{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}[-{hash}]``, otherwise from the result itself: ``th`` is the
 threshold as text, or the gate word (``always``, ``never``, ``adaptive``, ``sample-0.8``) when the
 gate is not ``batch``.
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 RUN_DIR_RE = re.compile(
-    r"(?P<dataset>[^/]+)/(?P<method>[^/]+)/T(?P<T>\d+)_th(?P<th>[^_/]+)_a(?P<alpha>[^_/]+)_s(?P<seed>\d+)$"
+    r"(?P<dataset>[^/]+)/(?P<method>[^/]+)/T(?P<T>\d+)_th(?P<th>[^_/]+)_a(?P<alpha>[^_/]+)_s(?P<seed>\d+)(?:-(?P<hash>[0-9a-f]{8}))?$"
 )
 IDENTITY = ["dataset", "method", "T", "th", "alpha", "seed"]
 CORE_METRICS = ["aia", "aia_task_balanced", "last", "forgetting", "bwt", "fwt"]
@@ -230,6 +230,14 @@ def collect(results: list[tuple[dict[str, Any], str | None]]) -> tuple[pd.DataFr
                  "fusion_rate", "code_version"]
         runs = runs[[c for c in front if c in runs] + [c for c in runs.columns if c not in front]]
     runs = code_versions(runs) if not runs.empty else pd.DataFrame(columns=["run", *IDENTITY, "mixed_code"])
+    dup = runs.duplicated(IDENTITY, keep=False) if not runs.empty else pd.Series(dtype=bool)
+    if dup.any():
+        log.warning(
+            "%d runs share their (dataset, method, T, th, alpha, seed) with another run, e.g. %s: results "
+            "of an earlier configuration (another hash in the folder name)? All are kept and count as "
+            "extra seeds; pass only the result files you want (the pipeline passes its own targets)",
+            int(dup.sum()), ", ".join(runs.loc[dup, "run"].astype(str).head(2)),
+        )
     steps_df = pd.DataFrame(steps, columns=["run", *IDENTITY, "step", "modality", "acc", "fusion_rate"])
     return runs, steps_df
 
@@ -272,7 +280,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", nargs="+", default=["results/runs"], help="folders (or result.json files) to collect")
     p.add_argument("--out", default="results", help="all_runs.csv, all_steps.csv, claims.md and tables/ go here")
     p.add_argument("--figures", default="figures", help="figure folder (PNG + PDF)")
-    p.add_argument("--default-th", default=_fmt_number(FusionConfig.th),
+    p.add_argument("--default-th", default=_fmt_number(FusionConfig.th) if FusionConfig.gate == "batch" else FusionConfig.gate,
                    help="threshold label of the main setting (tables, claims)")
     p.add_argument("--default-alpha", type=float, default=LossConfig.alpha, help="alpha of the main setting")
     p.add_argument("--noisy", nargs="*", default=None,

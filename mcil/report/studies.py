@@ -168,10 +168,12 @@ class StudyResult:
 
 
 def variant_of(run_dir: str) -> str:
-    """The variant folder of a check run (``base`` for a run directly under the root)."""
+    """The variant folder of a check run: the folder above ``{dataset}/`` (``base`` for a run
+    directly under the root). ``run_dir`` is relative to the runs root, or a longer path when
+    result files were given one by one (``.../runs/<variant>/<dataset>/...``)."""
     m = RUN_DIR_RE.search(run_dir or "")
     prefix = run_dir[: m.start()].strip("/") if m else ""
-    return prefix or BASE
+    return prefix.rsplit("/", 1)[-1] or BASE
 
 
 def _sites_mean(per_site: Any) -> float:

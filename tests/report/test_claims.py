@@ -61,7 +61,7 @@ def test_headline_verdict(mean, lo, hi, verdict):
     assert claims.headline_verdict(3, mean, lo, hi, target=67.76, tolerance=2.0) == verdict
 
 
-def _grade(root, settings=ClaimSettings(noisy=["synav-noisy"])):
+def _grade(root, settings=ClaimSettings(noisy=["synav-noisy"], default_th="0.8")):
     runs, _ = aggregate.load_runs([root])
     table, not_here = claims.evaluate_claims(runs, settings)
     return runs, table, not_here
@@ -131,7 +131,7 @@ def test_headline_numbers_on_real_data(runs_root):
                   acc=[m + 2, m + 1, m, m - 1, m - 2])
         write_run(runs_root, dataset="miniaric", method="finetune", T=5, seed=seed,
                   acc=[base + 2, base + 1, base, base - 1, base - 2])
-    _, table, not_here = _grade(runs_root, ClaimSettings(noisy=["miniaric"]))
+    _, table, not_here = _grade(runs_root, ClaimSettings(noisy=["miniaric"], default_th="0.8"))
     h1 = _row(table, "H1", "miniaric", 5)
     assert h1["paper"] == "67.76"
     assert h1["mean"] == pytest.approx((67.0 + 68.0 + 68.5) / 3)
@@ -148,7 +148,7 @@ def test_markdown_has_every_row_and_flags_mixed_code(runs_root, tmp_path):
         write_run(runs_root, method="mcil", seed=seed, acc=[90.0, 70.0 + seed], git_sha=("a" if seed else "b") * 40)
         write_run(runs_root, method="finetune", seed=seed, acc=[90.0, 30.0 + 3 * seed])
     runs, _ = aggregate.load_runs([runs_root])
-    md_path, csv_path = claims.write_claims(runs, tmp_path, ClaimSettings(noisy=[]))
+    md_path, csv_path = claims.write_claims(runs, tmp_path, ClaimSettings(noisy=[], default_th="0.8"))
     md = md_path.read_text()
     assert "Warning: mixed code versions" in md and "0.1.0@bbbbbbbbbb" in md
     table = pd.read_csv(csv_path)

@@ -75,6 +75,8 @@ def test_variant_of():
     assert studies.variant_of("lr=1e-05,batch_size=8/clean/mcil/T4_th0.8_a0.7_s0") == "lr=1e-05,batch_size=8"
     assert studies.variant_of("base/clean/mcil/T4_th0.8_a0.7_s0") == "base"
     assert studies.variant_of("clean/mcil/T4_th0.8_a0.7_s0") == "base"
+    # result files given one by one (the pipeline passes its targets), folder hash included
+    assert studies.variant_of("results/checks/runs/lr=1e-05/clean/mcil/T4_thalways_a0.7_s0-0123abcd") == "lr=1e-05"
 
 
 @pytest.mark.parametrize("n, lo, hi, verdict", [

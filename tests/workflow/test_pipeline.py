@@ -71,9 +71,24 @@ def test_default_dry_run_lists_the_grid(tmp_path):
     assert counts["pretrain"] == 1
     assert counts["train"] == len(expected_runs(cfg))
     assert counts["aggregate"] == 1 and counts["all"] == 1
-    # folder names keep th/alpha as written in the config
-    assert "results/runs/synav-noisy/mcil/T5_thalways_a0.7_s2/result.json" in res.stdout
-    assert "results/runs/synav-clean/mcil/T5_th0.8_a1.0_s0/result.json" in res.stdout
+    # folder names keep th/alpha as written in the config, then the overrides' hash
+    assert re.search(r"results/runs/synav-noisy/mcil/T5_thalways_a0\.7_s2-[0-9a-f]{8}/result\.json", res.stdout)
+    assert re.search(r"results/runs/synav-clean/mcil/T5_thalways_a1\.0_s0-[0-9a-f]{8}/result\.json", res.stdout)
+
+
+def _run_folders(stdout):
+    return dict(re.findall(r"results/runs/([^ ]+?_s[0-9]+)-([0-9a-f]{8})/result\.json", stdout))
+
+
+def test_run_folder_hash_follows_the_overrides_not_the_locations(tmp_path):
+    base = _run_folders(snakemake(tmp_path, "--dry-run").stdout)
+    moved = _run_folders(snakemake(tmp_path, "--dry-run", "--config", "data_dir=elsewhere", "cache_dir=elsewhere/cache").stdout)
+    changed = snakemake(tmp_path, "--dry-run", "--config", "run={optim.epochs: 3}")
+    assert changed.returncode == 0, changed.stderr
+    changed = _run_folders(changed.stdout)
+    assert base and base == moved  # same runs, same folders wherever the data lives
+    assert changed.keys() == base.keys() and all(changed[k] != base[k] for k in base)
+    assert len(set(base.values())) == len(base)  # every run its own hash
 
 
 def test_paper_dry_run_with_dummy_paths(tmp_path):
@@ -126,7 +141,8 @@ def test_smoke_end_to_end(tmp_path):
     assert "**inconclusive**" in claims  # one seed cannot settle a claim
     for name in ("accuracy_curves", "threshold_sweep", "alpha_sweep", "fusion_rate", "expert_usage"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 0
-    log = (tmp_path / "logs" / "train" / "synav-clean" / "mcil" / "T2_th0.8_a0.7_s0.log").read_text()
+    (log,) = (tmp_path / "logs" / "train" / "synav-clean" / "mcil").glob("T2_thalways_a0.7_s0-*.log")
+    log = log.read_text()
     assert log.startswith("overrides: ") and "method.name=mcil" in log
     # the cache rule decoded what training needed: training added no second copy of the data
     caches = sorted(p.name for p in (tmp_path / "data" / "cache").glob("synav-clean-*.pt"))

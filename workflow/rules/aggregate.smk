@@ -1,8 +1,10 @@
-# Every result.json under results/runs -> one tidy table, the paper's tables, figures and claims.md.
+# The result.json of every configured run -> one tidy table, the paper's tables, figures and claims.md.
+# Only this config's runs (its targets, not everything under results/runs): folders of earlier
+# configurations (another hash) stay on disk but out of the tables.
 
 
 rule aggregate:
-    """Collect the runs (all of results/runs) into all_runs.csv, tables, figures and claims.md."""
+    """Collect the configured runs into all_runs.csv, tables, figures and claims.md."""
     input:
         run_targets(),
     output:
@@ -34,7 +36,7 @@ rule aggregate:
     resources:
         mem_mb=4000,
     shell:
-        "mcil aggregate --runs {RUNS_DIR} --out results --figures figures"
+        "mcil aggregate --runs {input} --out results --figures figures"
         " --default-th {params.th} --default-alpha {params.alpha}"
         " --noisy {params.noisy} --tolerance {params.tolerance} --confidence {params.confidence}"
         " > {log} 2>&1"

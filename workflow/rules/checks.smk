@@ -4,7 +4,7 @@
 # datasets) lists per study a few parts; a part is a cross product like a main-config group, plus `grid:`
 # (dotted `mcil train` keys crossed into variants). Every check run goes through the train rule (same
 # command and overrides, plus the checks file's `run:` and the variant's values) into its own folder:
-#   results/checks/runs/<variant>/<dataset>/<method>/T<T>_th<th>_a<alpha>_s<seed>/result.json
+#   results/checks/runs/<variant>/<dataset>/<method>/T<T>_th<th>_a<alpha>_s<seed>-<hash>/result.json
 # <variant> is `base`, or the grid values that differ from the base setting (e.g. lr=1e-05,batch_size=8).
 # Then `mcil studies` writes results/checks/{claims.md,claims.csv,all_runs.csv,all_tasks.csv,tables/}
 # and figures/checks/. The default target (`all`) never runs any of this.
@@ -40,7 +40,6 @@ rule checks:
         ],
         figures_pdf=expand(f"{CHECKS_FIGURES}/{{study}}.pdf", study=CHECK_STUDIES),
     params:
-        runs=CHECKS_RUNS_DIR,
         main_runs=RUNS_DIR,
         out=CHECKS_OUT,
         figures=CHECKS_FIGURES,
@@ -53,5 +52,5 @@ rule checks:
     resources:
         mem_mb=4000,
     shell:
-        "mcil studies --runs {params.runs} --main-runs {params.main_runs} --out {params.out} --figures {params.figures}"
+        "mcil studies --runs {input.runs} --main-runs {params.main_runs} --out {params.out} --figures {params.figures}"
         " {params.args} > {log} 2>&1"

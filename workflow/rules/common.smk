@@ -2,18 +2,24 @@
 # user paths, and the wildcard constraints. No rule lives here; everything is a function of
 # `config` (validated in the Snakefile).
 
+import hashlib
 import json
 import os
 import re
 import shlex
 from itertools import product
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 
 DATA_DIR = config["data_dir"]
 CACHE_DIR = config["cache_dir"]
 RUNS_DIR = "results/runs"
-RUN_NAME = "{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}"
+# The folder of a run: readable wildcards plus `hash`, the first 8 hex digits of the SHA-256 of its
+# `mcil train` overrides (overrides_hash). Changing what a run means (the config's run: values, a
+# dataset's split, method_run:) changes its folder, so a stale result is never taken for a new one;
+# code changes do not (results record git SHA and version; `mcil aggregate` flags mixed code).
+RUN_NAME = "{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}-{hash}"
 RUN_RESULT = RUNS_DIR + "/" + RUN_NAME + "/result.json"
 GATE_WORDS = ("always", "never", "adaptive")
 NUMBER_RE = r"[0-9]+(?:\.[0-9]+)?"
@@ -215,11 +221,12 @@ def enabled_groups():
 
 
 def all_runs():
-    """Every run of the enabled groups, each once (groups overlap), in a stable order."""
+    """Every run of the enabled groups, each once (groups overlap), in a stable order (no hash yet:
+    computing it resolves user paths, which check_inputs reports first)."""
     seen = {}
     for name in enabled_groups():
         for run in group_runs(name):
-            seen.setdefault(RUN_NAME.format(**run), run)
+            seen.setdefault(RUN_NAME.format(hash="", **run), run)
     return [seen[k] for k in sorted(seen)]
 
 
@@ -228,7 +235,7 @@ def used_datasets():
 
 
 def run_targets():
-    return [RUN_RESULT.format(**r) for r in all_runs()]
+    return [RUN_RESULT.format(hash=overrides_hash(run_overrides_dict(SimpleNamespace(**r))), **r) for r in all_runs()]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -286,9 +293,31 @@ def quote_overrides(items):
     return " ".join(shlex.quote(f"{k}={_yaml_value(v)}") for k, v in items.items())
 
 
+# Where things are, not what a run is: moving the data or the checkpoint keeps a run's folder.
+LOCATION_KEYS = ("data.root", "data.cache_dir", "backbone.checkpoint")
+
+
+def overrides_hash(items):
+    """8 hex digits naming a run's overrides but its locations (order-independent; values as
+    `mcil train` reads them)."""
+    canonical = json.dumps({k: _yaml_value(v) for k, v in items.items() if k not in LOCATION_KEYS}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def checked_overrides(wc, items):
+    """`items` as one shell-quoted string, after checking that the folder's hash names them."""
+    if overrides_hash(items) != wc.hash:
+        raise WorkflowError(
+            f"run folder hash {wc.hash} does not match the configured overrides of this run "
+            f"({overrides_hash(items)}): the path was written by hand or by another config; "
+            "ask for the targets the config defines (snakemake without a target)"
+        )
+    return quote_overrides(items)
+
+
 def run_overrides(wc):
     """The overrides as one shell-quoted string (params of the train rule)."""
-    return quote_overrides(run_overrides_dict(wc))
+    return checked_overrides(wc, run_overrides_dict(wc))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -391,9 +420,19 @@ def selected_studies():
     return list(names)
 
 
+def check_overrides_dict(wc):
+    """The overrides of a check run: those of a main run, with the checks' run: and the variant's values."""
+    return run_overrides_dict(wc, extra_run=CHECKS.get("run"), variant=CHECK_VARIANTS[wc.variant])
+
+
 def study_targets(study):
     """The result files of one study's runs (each once)."""
-    return list(dict.fromkeys(CHECK_RESULT.format(**r) for r in STUDY_RUNS[study]))
+    return list(
+        dict.fromkeys(
+            CHECK_RESULT.format(hash=overrides_hash(check_overrides_dict(SimpleNamespace(**r))), **r)
+            for r in STUDY_RUNS[study]
+        )
+    )
 
 
 def check_targets(wildcards=None):
@@ -407,8 +446,8 @@ def check_targets(wildcards=None):
 
 
 def check_overrides(wc):
-    """`mcil train` overrides of a check run: those of a main run, with the checks' run: and the variant's values."""
-    return quote_overrides(run_overrides_dict(wc, extra_run=CHECKS.get("run"), variant=CHECK_VARIANTS[wc.variant]))
+    """`mcil train` overrides of a check run (params of the train_check rule), hash checked."""
+    return checked_overrides(wc, check_overrides_dict(wc))
 
 
 def noise_level(dataset):
@@ -548,3 +587,4 @@ wildcard_constraints:
     th=NUMBER_RE + "|" + "|".join(GATE_WORDS),
     alpha=NUMBER_RE,
     seed="[0-9]+",
+    hash="[0-9a-f]{8}",

@@ -1,4 +1,4 @@
-# One `mcil train` per run: results/runs/{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}/result.json
+# One `mcil train` per run: results/runs/{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}-{hash}/result.json
 # (+ checkpoints/ for resume, kept when a job fails so that a retry continues where it stopped).
 
 
