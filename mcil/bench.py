@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 
+from mcil.atomic import atomic_write_text
 from mcil.config import load_config
 
 log = logging.getLogger(__name__)
@@ -259,5 +260,5 @@ def run_cli(args: argparse.Namespace) -> int:
                 + (f", MFU {r['mfu']:.1%}" if r.get("mfu") else "")
             )
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        atomic_write_text(Path(args.json), json.dumps(res, indent=1))
     return 0

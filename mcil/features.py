@@ -10,10 +10,11 @@ view per sample), so the cached and the raw path give the same numbers.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
+
+from mcil.atomic import atomic_torch_save
 
 from mcil.data.spec import normalise_images, scale_audio
 
@@ -66,8 +67,5 @@ def frozen_embeddings(
             log.warning("feature cache %s unreadable (%s); recomputing", path, exc)
     log.info("encoding %d samples through the frozen %s tower (once; cached at %s)", len(split.labels), tower, path)
     feats = encode_split(backbone, split, tower, device, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(feats, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(feats, path)
     return feats

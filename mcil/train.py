@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import platform
 import random
 import signal
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 import mcil
+from mcil.atomic import atomic_torch_save, atomic_write_text
 from mcil.config import RunConfig, apply_overrides, config_hash, config_to_dict, load_config, parse_dataclass
 from mcil.errors import NonFiniteLossError, UserError
 
@@ -87,18 +87,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def json_clean(value: Any) -> Any:
@@ -471,7 +459,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
         log.info("resuming %s at task %d/%d, step %d", out_dir, state.task + 1, T, state.step)
 
     def save_state(opt) -> None:
-        _atomic_torch_save(
+        atomic_torch_save(
             {
                 "config_hash": run_hash,
                 "state": state,
@@ -611,7 +599,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
 
     result = json_clean(result)
     validate_result(result)
-    _atomic_write_text(json.dumps(result, indent=1, allow_nan=False), result_path)
+    atomic_write_text(result_path, json.dumps(result, indent=1, allow_nan=False))
     log.info("wrote %s (AIA %.2f, last %.2f)", result_path, result["metrics"]["aia"], result["metrics"]["last"])
     return result
 

@@ -28,9 +28,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -40,6 +38,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from mcil.atomic import atomic_torch_save
 from mcil.backbones.base import AdapterSite, Backbone, BackboneError, file_sha256, register_backbone
 from mcil.data.spec import PreprocessSpec
 from mcil.data.templates import load_templates
@@ -581,17 +580,7 @@ def save_tiny(model: TinyBackbone, path: str | Path, pretrain: dict[str, Any] | 
         # a JSON round trip keeps only plain types, which ``torch.load(weights_only=True)`` accepts
         "pretrain": json.loads(json.dumps({**(pretrain or {}), "state_sha256": digest}, default=str)),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
     return digest
 
 

@@ -28,6 +28,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from mcil.atomic import atomic_write_text
+
 __all__ = [
     "RESULT_FILE",
     "find_results",
@@ -296,8 +298,8 @@ def run_cli(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs, steps = load_runs(args.runs)
-    runs.to_csv(out / "all_runs.csv", index=False)
-    steps.to_csv(out / "all_steps.csv", index=False)
+    atomic_write_text(out / "all_runs.csv", runs.to_csv(index=False))
+    atomic_write_text(out / "all_steps.csv", steps.to_csv(index=False))
     if not runs.empty and bool(runs["mixed_code"].iloc[0]):
         log.warning("the runs come from %d code versions: %s", runs["code_version"].nunique(),
                     ", ".join(sorted(runs["code_version"].unique())))

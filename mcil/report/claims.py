@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mcil.atomic import atomic_write_text
 from mcil.report.tables import is_mcil_family
 
 __all__ = [
@@ -467,8 +468,8 @@ def write_claims(runs: pd.DataFrame, out_dir: str | Path, settings: ClaimSetting
     out_dir.mkdir(parents=True, exist_ok=True)
     table, not_here = evaluate_claims(runs, settings)
     md = out_dir / "claims.md"
-    md.write_text(render_markdown(table, not_here, runs, settings))
+    atomic_write_text(md, render_markdown(table, not_here, runs, settings))
     csv = out_dir / "claims.csv"
-    table.to_csv(csv, index=False)
+    atomic_write_text(csv, table.to_csv(index=False))
     log.info("claims: %d rows graded", len(table))
     return md, csv

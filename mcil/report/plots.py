@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from mcil.atomic import atomic_write  # noqa: E402
 from mcil.report.tables import main_setting, method_order, th_order  # noqa: E402
 
 __all__ = [
@@ -225,7 +226,10 @@ def save(fig: plt.Figure, out_dir: str | Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+        atomic_write(p, lambda tmp, p=p: fig.savefig(
+            tmp, format=p.suffix[1:], dpi=150, bbox_inches="tight",
+            metadata={"CreationDate": None} if p.suffix == ".pdf" else None,
+        ))
     plt.close(fig)
     return paths
 

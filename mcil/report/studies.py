@@ -50,6 +50,7 @@ import seaborn as sns  # noqa: E402
 
 from mcil.report.aggregate import IDENTITY, RUN_DIR_RE, collect, find_results  # noqa: E402
 from mcil.report.claims import _num, mean_ci, paired_stats  # noqa: E402
+from mcil.atomic import atomic_write_text  # noqa: E402
 from mcil.report.plots import placeholder, save  # noqa: E402
 from mcil.report.tables import th_order, to_latex, to_markdown  # noqa: E402
 
@@ -1532,25 +1533,25 @@ def write_studies(results: Sequence[StudyResult], data: StudyData, out_dir: str 
     out_dir, figures_dir = Path(out_dir), Path(figures_dir)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     written = []
-    data.runs.to_csv(out_dir / "all_runs.csv", index=False)
-    data.tasks.to_csv(out_dir / "all_tasks.csv", index=False)
+    atomic_write_text(out_dir / "all_runs.csv", data.runs.to_csv(index=False))
+    atomic_write_text(out_dir / "all_tasks.csv", data.tasks.to_csv(index=False))
     written += [out_dir / "all_runs.csv", out_dir / "all_tasks.csv"]
     findings = []
     sns.set_theme(context="paper", style="whitegrid")
     for r in results:
         title = r.paragraph["title"]
         paths = [out_dir / "tables" / f"{r.name}.{ext}" for ext in ("csv", "md", "tex")]
-        r.table.to_csv(paths[0], index=False)
-        paths[1].write_text(to_markdown(r.wide, f"{title} ({s.conf} interval over seeds)"))
-        paths[2].write_text(to_latex(r.wide, f"{title} ({s.conf} interval over seeds)", f"tab:check-{r.name}"))
+        atomic_write_text(paths[0], r.table.to_csv(index=False))
+        atomic_write_text(paths[1], to_markdown(r.wide, f"{title} ({s.conf} interval over seeds)"))
+        atomic_write_text(paths[2], to_latex(r.wide, f"{title} ({s.conf} interval over seeds)", f"tab:check-{r.name}"))
         written += paths
         written += save(r.figure, figures_dir, r.name)
         findings += r.paragraph["findings"]
     cols = ["study", "dataset", "finding", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "n", "verdict"]
     frame = pd.DataFrame(findings)
     frame = frame[[c for c in cols if c in frame] + [c for c in frame.columns if c not in cols]] if not frame.empty else pd.DataFrame(columns=cols)
-    frame.to_csv(out_dir / "claims.csv", index=False)
-    (out_dir / "claims.md").write_text(render_claims(results, data, s))
+    atomic_write_text(out_dir / "claims.csv", frame.to_csv(index=False))
+    atomic_write_text(out_dir / "claims.md", render_claims(results, data, s))
     written += [out_dir / "claims.csv", out_dir / "claims.md"]
     return written
 

@@ -29,6 +29,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from mcil.atomic import atomic_write_text
+
 __all__ = [
     "METRIC_LABELS",
     "TABLE_SPECS",
@@ -292,9 +294,9 @@ def write_tables(runs: pd.DataFrame, out_dir: str | Path, default_th: str, defau
     for name, (summary, table, caption) in build_tables(runs, default_th, default_alpha).items():
         setting = f" (th = {default_th}, α = {default_alpha:g} unless swept)"
         paths = (out_dir / f"{name}.csv", out_dir / f"{name}.md", out_dir / f"{name}.tex")
-        summary.to_csv(paths[0], index=False)
-        paths[1].write_text(to_markdown(table, caption + setting))
-        paths[2].write_text(to_latex(table, caption + setting, f"tab:{name}"))
+        atomic_write_text(paths[0], summary.to_csv(index=False))
+        atomic_write_text(paths[1], to_markdown(table, caption + setting))
+        atomic_write_text(paths[2], to_latex(table, caption + setting, f"tab:{name}"))
         written.extend(paths)
         log.info("table %s: %d rows", name, len(table))
     return written
