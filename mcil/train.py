@@ -216,7 +216,8 @@ class RunState:
 
 @torch.no_grad()
 def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need_raw, keep_features: bool) -> dict[str, Any]:
-    """Evaluate after training task ``upto`` (−1 = before training) on the test samples of ALL tasks.
+    """Evaluate after training task ``upto`` (−1 = before training) on the test samples of ALL tasks
+    (with ``eval_future=next``, after a task: the seen tasks and the next one; the others get NaN).
 
     The learner scores every class once; per evaluation scope the columns are sliced: tasks
     j ≤ upto use all seen classes (task-agnostic, the paper's protocol); a future task j > upto
@@ -248,6 +249,9 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
     test = data.splits["test"]
     learner.eval()
     for j, task_classes in enumerate(scenario.tasks):
+        if cfg.eval_future == "next" and 0 <= upto < j - 1:
+            correct[j] = total[j] = np.nan
+            continue
         idx_all = data.indices_of("test", task_classes)
         if len(idx_all) == 0:
             raise UserError(f"task {j} (classes {list(task_classes)}) has no test samples; every class needs test rows")
@@ -293,7 +297,7 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
     acc = (100.0 * correct / np.maximum(total, 1)).tolist()
     out: dict[str, Any] = {
         "acc_row": acc,
-        "n_test": total.astype(int).tolist(),
+        "n_test": [int(x) if np.isfinite(x) else None for x in total],
         "seen_acc": 100.0 * seen_correct["main"] / seen_total if seen_total else None,
         "seen_acc_by_modality": {
             k: 100.0 * seen_correct[k] / seen_total for k in sorted(modality_keys) if seen_total

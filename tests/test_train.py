@@ -133,6 +133,18 @@ def test_same_seeds_identical_metrics_and_order_seed_changes_order(tiny_env, ref
     assert other["scenario"]["class_order"] != result["scenario"]["class_order"]
 
 
+def test_eval_future_next_skips_only_what_no_metric_uses(tiny_env, reference_run, tmp_path):
+    result, _ = reference_run
+    lean = train(_cfg(tiny_env, "eval_future=next"), tmp_path / "next")
+    validate_result(json.loads((tmp_path / "next" / "result.json").read_text()))
+    A, full = lean["accuracy_matrix"], result["accuracy_matrix"]
+    assert A[0][2] is None  # after task 1, task 3 is two steps ahead: not evaluated
+    assert all(A[t][j] == full[t][j] for t in range(3) for j in range(3) if j <= t + 1)
+    for key in ("aia", "last", "forgetting", "bwt", "fwt"):
+        assert lean["metrics"][key] == pytest.approx(result["metrics"][key]), key
+    assert lean["accuracy_before_training"] == result["accuracy_before_training"]
+
+
 def test_interrupted_run_resumes_to_identical_metrics(tiny_env, reference_run, tmp_path):
     result, _ = reference_run
     out = tmp_path / "resumed"
