@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "entry"]
 
 # sub-command → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -78,6 +79,22 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("mcil").error("%s", exc)
             return 2
         raise
+
+
+def entry() -> None:
+    """The ``mcil`` console script: :func:`main`, then exit without the interpreter's teardown.
+
+    Tearing down a process that imported torch takes ≈ 1 s (``python -c "import torch"`` 3.7 s,
+    2.6 s when it ends with ``os._exit``), paid again by each of the pipeline's ~120 jobs. Every
+    output is written atomically and closed, and worker pools are joined, before ``main``
+    returns, so only logging and the standard streams need flushing. An exception still ends
+    the normal way, with its traceback.
+    """
+    rc = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":
