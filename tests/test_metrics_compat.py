@@ -10,15 +10,7 @@ import pytest
 import mcil.metrics as m
 from mcil.metrics import compat
 
-A4 = [
-    [90.0, 10.0, 5.0, 0.0],
-    [70.0, 80.0, 8.0, 2.0],
-    [95.0, 60.0, 85.0, 4.0],
-    [50.0, 65.0, 70.0, 95.0],
-]
-N4 = [10, 20, 30, 40]
-C4 = [4, 3, 2, 1]
-FIXTURE_ROWS = [[98.4], [96.2, 93.2], [90.4, 90.8, 86.6]]
+from metric_matrices import A4, C4, FIXTURE_ROWS, N4
 
 
 def test_continuum_fixture_reproduces_logged_values():

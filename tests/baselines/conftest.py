@@ -12,25 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from mcil.backbones.tiny import TinyBackbone, TinyConfig
+from mcil.backbones.tiny import TinyBackbone
 from mcil.config import RunConfig
 from mcil.method.base import Batch, Learner, Task
 
-#: Class names made of words, so that the tiny word tokenizer knows them (vocab = their words).
-CLASS_NAMES: tuple[str, ...] = (
-    "red star",
-    "blue circle",
-    "green square",
-    "yellow ring",
-    "purple cross",
-    "orange moon",
-)
-
-#: A few ms per forward on one CPU thread: 16×16 images, 0.25 s of audio, width 32, 2 blocks per tower.
-SMALL = TinyConfig(
-    embed_dim=32, width=32, depth=2, heads=2, mlp_ratio=2.0, image_size=16, image_patch=8,
-    num_samples=4000, n_mels=16, audio_frames=16, audio_patch_mel=8, audio_patch_time=8, context_length=16,
-)
+from tiny_kit import CLASS_NAMES, SMALL, random_backbone
 
 
 @pytest.fixture(autouse=True)
@@ -40,25 +26,8 @@ def _seeded():
 
 
 def make_backbone(seed: int = 0) -> TinyBackbone:
-    """A fresh frozen random tiny backbone whose vocabulary holds the class names.
-
-    TinyBackbone's own initialisation (std 0.02, meant for pre-training) maps every input to
-    almost the same embedding; here weights are redrawn with std 1/√fan_in (embeddings std 1) so
-    that a *random* backbone already separates the synthetic classes a little, as a pre-trained
-    one would.
-    """
-    bb = TinyBackbone.random(seed=seed, vocab=list(CLASS_NAMES), config=SMALL)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        for m in bb.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
-                m.weight.normal_(0.0, m.weight[0].numel() ** -0.5)
-            elif isinstance(m, torch.nn.Embedding):
-                m.weight.normal_(0.0, 1.0)
-        for tower in (bb.image, bb.audio):
-            tower.pos.normal_(0.0, 0.1)
-        bb.text.pos.normal_(0.0, 0.1)
-    return bb.freeze()
+    """A fresh frozen random tiny backbone (tiny_kit.random_backbone, position embeddings redrawn)."""
+    return random_backbone(seed, redraw_positions=True)
 
 
 def align_projections(bb: TinyBackbone, stream: "Stream", steps: int = 150, lr: float = 0.05) -> TinyBackbone:

@@ -10,18 +10,11 @@ from typing import Any, Sequence
 import pytest
 import torch
 
-from mcil.backbones.tiny import TinyBackbone, TinyConfig
+from mcil.backbones.tiny import TinyBackbone
 from mcil.config import RunConfig, apply_overrides, parse_dataclass
 from mcil.method.base import Batch
 
-#: Class names made of words the tiny word tokenizer knows (its vocabulary is built from them).
-CLASS_NAMES: tuple[str, ...] = ("red star", "blue circle", "green square", "yellow ring", "purple cross", "orange moon")
-
-#: Width 32, 2 blocks per tower, 16×16 images, 0.25 s audio: a few ms per forward on one thread.
-SMALL = TinyConfig(
-    embed_dim=32, width=32, depth=2, heads=2, mlp_ratio=2.0, image_size=16, image_patch=8,
-    num_samples=4000, n_mels=16, audio_frames=16, audio_patch_mel=8, audio_patch_time=8, context_length=16,
-)
+from tiny_kit import CLASS_NAMES, random_backbone
 
 
 class Factory:
@@ -29,18 +22,8 @@ class Factory:
 
     @staticmethod
     def backbone(seed: int = 0) -> TinyBackbone:
-        """Frozen random tiny backbone; weights redrawn with std 1/√fan_in so that embeddings of
-        different inputs differ (the tiny default init, meant for pre-training, maps all inputs
-        to nearly the same point)."""
-        bb = TinyBackbone.random(seed=seed, vocab=list(CLASS_NAMES), config=SMALL)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            for m in bb.modules():
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
-                    m.weight.normal_(0.0, m.weight[0].numel() ** -0.5)
-                elif isinstance(m, torch.nn.Embedding):
-                    m.weight.normal_(0.0, 1.0)
-        return bb.freeze()
+        """Frozen random tiny backbone (tiny_kit.random_backbone)."""
+        return random_backbone(seed)
 
     @staticmethod
     def cfg(**dotted: Any) -> RunConfig:
