@@ -390,9 +390,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     """
     from mcil.backbones.base import build_backbone
     from mcil.data.cache import load_split
-    from mcil.determinism import set_deterministic
     from mcil.data.manifest import read_manifest
     from mcil.data.scenario import make_scenario
+    from mcil.determinism import set_deterministic
     from mcil.features import frozen_embeddings
     from mcil.method.base import Task
     from mcil.method.registry import get_learner_class

@@ -44,7 +44,8 @@ def describe(name: str) -> dict[str, Any]:
     """The entry of one learner or preset (KeyError-free: UserError naming the available ones)."""
     preset = get_preset(name)
     if preset is not None:
-        return {"kind": "preset", "name": name, "learner": preset.learner, "overrides": dict(preset.overrides), "doc": preset.doc}
+        return {"kind": "preset", "name": name, "learner": preset.learner, "overrides": dict(preset.overrides),
+                "fixed": dict(preset.fixed), "doc": preset.doc}
     if name not in available_methods(include_presets=False):
         raise UserError(f"{name!r} is not a registered method or preset; available: {', '.join(available_methods())}")
     cls = get_learner_class(name)
@@ -70,7 +71,11 @@ def format_entry(entry: dict[str, Any]) -> str:
     """Multi-line text of one :func:`describe` entry."""
     if entry["kind"] == "preset":
         over = ", ".join(f"{k}={json.dumps(v)}" for k, v in entry["overrides"].items()) or "(none)"
-        return f"{entry['name']}  (preset of {entry['learner']})\n  {entry['doc']}\n  overrides: {over}\n"
+        text = f"{entry['name']}  (preset of {entry['learner']})\n  {entry['doc']}\n  overrides: {over}\n"
+        if entry["fixed"]:
+            text += "  fixed (wins over any config value): " + ", ".join(
+                f"{k}={json.dumps(v)}" for k, v in entry["fixed"].items()) + "\n"
+        return text
     lines = [f"{entry['name']}  ({entry['class']}; modalities: {', '.join(entry['modalities'])})", ""]
     lines += ["  " + line for line in entry["doc"].splitlines()]
     if entry["options"]:

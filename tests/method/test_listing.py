@@ -32,8 +32,14 @@ def test_preset_json(capsys):
         "name": "mcil-no-aavfm",
         "learner": "mcil",
         "overrides": {"fusion.gate": "never"},
+        "fixed": {},
         "doc": entry["doc"],
     }
+
+
+def test_fixed_values_are_listed(capsys):
+    assert main(["methods", "joint"]) == 0
+    assert "fixed (wins over any config value): scenario.n_tasks=1" in capsys.readouterr().out
 
 
 def test_unknown_name():
