@@ -28,6 +28,7 @@ import torch
 
 from mcil.atomic import atomic_write_text
 from mcil.config import load_config
+from mcil.optim import AdamW
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def bench_learner(cfg, steps: int, eval_batches: int) -> dict[str, Any]:
         learner = cls.from_config(backbone, list(manifest.class_names), manifest.templates, cfg).to(device)
         learner.start_task(task)
         params = learner.trainable_parameters()
-        opt = torch.optim.AdamW(params, lr=cfg.optim.lr) if params else None
+        opt = AdamW(params, lr=cfg.optim.lr) if params else None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
@@ -150,7 +151,7 @@ def bench_learner(cfg, steps: int, eval_batches: int) -> dict[str, Any]:
             learner.train()
             out = learner.train_step(batch)
             if opt is not None and "loss" in out:
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 out["loss"].backward()
                 opt.step()
             return len(sel)
@@ -191,7 +192,7 @@ def bench_audioclip(device: torch.device, batch_size: int, steps: int, bf16: boo
     mife = MIFE(sites, MifeConfig()).to(device)
     mife.begin_task(0)
     params = [p for p in mife.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+    opt = AdamW(params, lr=1e-4) if params else None
     images = torch.randn(batch_size, 3, 224, 224, device=device)
     tokens = model.tokenize([f"a photo of class {i}." for i in range(8)]).to(device)
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else torch.autocast(device.type, enabled=False)
@@ -202,7 +203,7 @@ def bench_audioclip(device: torch.device, batch_size: int, steps: int, bf16: boo
             t = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
             loss = (f @ t.T).logsumexp(-1).mean()
         if opt is not None:
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
         return batch_size

@@ -1,6 +1,7 @@
 """`mcil train`: run ONE configuration over all tasks and write ``result.json``.
 
-The loop is deliberately plain: for each task a fresh AdamW with linear warm-up + half-cosine
+The loop is deliberately plain: for each task a fresh AdamW (:mod:`mcil.optim`, the update of
+``torch.optim.AdamW`` without its compiler import) with linear warm-up + half-cosine
 decay (the official ``cosine_lr``), paired image–audio batches from the tensor cache, then an
 evaluation of every task's test samples. Everything the run needs to resume lives in
 ``OUT/checkpoints/state.pt`` (written atomically every ``checkpoint_every`` steps and after every
@@ -33,6 +34,7 @@ import mcil
 from mcil.atomic import atomic_torch_save, atomic_write_text
 from mcil.config import RunConfig, apply_overrides, config_hash, config_to_dict, load_config, parse_dataclass
 from mcil.errors import NonFiniteLossError, UserError
+from mcil.optim import AdamW
 
 __all__ = ["train", "lr_at", "absence_mask", "TrainData", "NonFiniteLossError", "configure_parser", "run_cli"]
 
@@ -510,8 +512,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                 state.text_means.append(te.float().mean(0).cpu().tolist() if te is not None else [])
                 learner.start_task(task)
             params = learner.trainable_parameters()
-            opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay) if params else None
+            opt = AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay) if params else None
             if resume_opt is not None and opt is not None and state.step > 0:
+                if "steps" not in resume_opt:
+                    raise UserError(
+                        f"{state_path} holds a torch.optim state (written by an older mcil); "
+                        f"delete {ckpt_dir} to start this run again"
+                    )
                 opt.load_state_dict(resume_opt)
             resume_opt = None
             t_task = time.time()
@@ -533,8 +540,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                     if extra is not None:
                         batch = _concat_batches(batch, extra)
                     lr = lr_at(state.step, total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
-                    for g in opt.param_groups:
-                        g["lr"] = lr
+                    opt.lr = lr
                     with autocast:
                         losses = learner.train_step(batch)
                     loss = losses.get("loss")
@@ -545,7 +551,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                                 f"non-finite loss at task {t + 1}/{T}, step {state.step + 1}/{total_steps}: {terms}; "
                                 "lower optim.lr or check the input data"
                             )
-                        opt.zero_grad(set_to_none=True)
+                        opt.zero_grad()
                         loss.backward()
                         if cfg.optim.grad_clip:
                             torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
