@@ -142,6 +142,8 @@ def test_eval_future_next_skips_only_what_no_metric_uses(tiny_env, reference_run
     assert all(A[t][j] == full[t][j] for t in range(3) for j in range(3) if j <= t + 1)
     for key in ("aia", "last", "forgetting", "bwt", "fwt"):
         assert lean["metrics"][key] == pytest.approx(result["metrics"][key]), key
+    assert lean["metrics"]["paper"] == result["metrics"]["paper"]  # M1's last batch is a seen task's
+    assert lean["metrics"]["compat"] == result["metrics"]["compat"]
     assert lean["accuracy_before_training"] == result["accuracy_before_training"]
 
 
