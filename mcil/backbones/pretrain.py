@@ -556,7 +556,7 @@ def _zeroshot_paths(out: Path) -> tuple[Path, Path]:
 
 
 def _write_zeroshot(out: Path, model: TinyBackbone, data_root: str, cache_dir: str, command: str) -> dict[str, Any]:
-    from mcil.data.manifest import atomic_write_text
+    from mcil.atomic import atomic_write_text
 
     result = zeroshot_table(model, data_root, cache_dir)
     result.update(

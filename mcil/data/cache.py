@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mcil.atomic import atomic_write_text
 from mcil.data.decode import decode_audio_array, decode_image_array
-from mcil.data.manifest import CLASSES_FILE, MANIFEST_FILE, SPLITS, Manifest, atomic_write_text, read_manifest
+from mcil.data.manifest import CLASSES_FILE, MANIFEST_FILE, SPLITS, Manifest, read_manifest
 from mcil.data.spec import PreprocessSpec
 from mcil.errors import DataError
 

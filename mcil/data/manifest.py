@@ -34,7 +34,6 @@ __all__ = [
     "Manifest",
     "read_manifest",
     "write_manifest",
-    "atomic_write_text",
 ]
 
 log = logging.getLogger(__name__)
