@@ -7,7 +7,7 @@ evaluation of every task's test samples. Everything the run needs to resume live
 ``OUT/checkpoints/state.pt`` (written atomically every ``checkpoint_every`` steps and after every
 task); a run killed at any point and started again with the same command continues and ends with
 exactly the metrics of an uninterrupted run on CPU. ``result.json`` is written last, atomically,
-after schema validation — it never exists for a failed run.
+after schema validation — it never exists for a failed run — and then ``checkpoints/`` is removed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import logging
 import math
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -610,6 +611,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     result = json_clean(result)
     validate_result(result)
     atomic_write_text(result_path, json.dumps(result, indent=1, allow_nan=False))
+    # The result is complete: the resume state has no further use (at T = 100 it is gigabytes).
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("wrote %s (AIA %.2f, last %.2f)", result_path, result["metrics"]["aia"], result["metrics"]["last"])
     return result
 

@@ -121,7 +121,7 @@ def test_result_is_complete_and_consistent(reference_run):
     # a learner that trains beats chance on the task it just learned (scored among all seen classes)
     chance = np.mean([100 / (2 * (t + 1)) for t in range(T)])
     assert np.mean(np.diag(A)) > chance + 10
-    assert not (out / "checkpoints" / "state.pt.tmp").exists()
+    assert not (out / "checkpoints").exists()  # removed once result.json is written
 
 
 def test_same_seeds_identical_metrics_and_order_seed_changes_order(tiny_env, reference_run, tmp_path):

@@ -148,14 +148,16 @@ def test_smoke_end_to_end(tmp_path):
     caches = sorted(p.name for p in (tmp_path / "data" / "cache").glob("synav-clean-*.pt"))
     assert len([c for c in caches if "-train-" in c]) == 1 and len([c for c in caches if "-test-" in c]) == 1
 
-    # A pipeline stopped before a run finished: that run has no result.json (it is written last).
-    # Restarted, only that run and the aggregate are redone; the finished run is not touched.
+    # A pipeline stopped before a run finished (so before the aggregate): that run has no
+    # result.json (written last) and there are no tables yet. Restarted, only that run and the
+    # aggregate are redone; the finished run is not touched.
     smoke = ("--configfile", str(REPO / "config" / "smoke.yaml"))
     assert "Nothing to be done" in snakemake(tmp_path, "-n", *smoke).stdout
     (unfinished,) = (results / "runs" / "synav-clean" / "finetune").glob("*/result.json")
     (finished,) = (results / "runs" / "synav-clean" / "mcil").glob("*/result.json")
     before = finished.stat().st_mtime_ns
     unfinished.unlink()
+    (results / "claims.md").unlink()
     again = snakemake(tmp_path, "--cores", "2", "--resources", "gpu=1", *smoke, timeout=600)
     assert again.returncode == 0, again.stderr[-5000:]
     assert job_counts(again.stdout + again.stderr) == {"train": 1, "aggregate": 1, "all": 1, "total": 3}

@@ -1,5 +1,6 @@
 # One `mcil train` per run: results/runs/{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}-{hash}/result.json
-# (+ checkpoints/ for resume, kept when a job fails so that a retry continues where it stopped).
+# (+ checkpoints/ for resume: kept when a job fails so that a retry continues where it stopped, removed
+# by mcil train once result.json is written).
 
 
 rule train:
