@@ -18,7 +18,7 @@ rule train:
         "benchmarks/train/" + RUN_NAME + ".tsv"
     threads: config["train"]["threads"]
     resources:
-        gpu=1,
+        gpu=config["train"]["gpus"],
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
     shell:
