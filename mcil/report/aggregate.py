@@ -19,6 +19,7 @@ says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -92,6 +93,14 @@ def th_label(fusion: dict[str, Any] | None) -> str:
     if gate == "sample":
         return f"sample-{_fmt_number(th)}"
     return str(gate)
+
+
+def default_th_label() -> str:
+    """The threshold label of mcil's default fusion config (``always`` since the gate default
+    changed; the CLIs' fallback when the pipeline does not pass its main setting)."""
+    from mcil.config import FusionConfig
+
+    return th_label(dataclasses.asdict(FusionConfig()))
 
 
 def flatten(value: Any, prefix: str = "", keep_lists: bool = False) -> dict[str, Any]:
@@ -277,12 +286,12 @@ def _relative_run_dir(result_file: Path, roots: list[Path]) -> str:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from mcil.config import FusionConfig, LossConfig
+    from mcil.config import LossConfig
 
     p.add_argument("--runs", nargs="+", default=["results/runs"], help="folders (or result.json files) to collect")
     p.add_argument("--out", default="results", help="all_runs.csv, all_steps.csv, claims.md and tables/ go here")
     p.add_argument("--figures", default="figures", help="figure folder (PNG + PDF)")
-    p.add_argument("--default-th", default=_fmt_number(FusionConfig.th) if FusionConfig.gate == "batch" else FusionConfig.gate,
+    p.add_argument("--default-th", default=default_th_label(),
                    help="threshold label of the main setting (tables, claims)")
     p.add_argument("--default-alpha", type=float, default=LossConfig.alpha, help="alpha of the main setting")
     p.add_argument("--noisy", nargs="*", default=None,

@@ -141,3 +141,10 @@ def test_expert_usage_matrix_from_mife_statistics():
     assert mat[0].tolist() == [0.5, 0.5, 0.0]  # sites summed: [4, 4, 0]
     assert mat[1].tolist() == [0.0, 0.5, 0.5]
     assert expert_usage_matrix({}) is None
+
+
+def test_default_th_label_follows_the_fusion_default():
+    from mcil.config import FusionConfig
+
+    assert aggregate.default_th_label() == aggregate.th_label(
+        {"gate": FusionConfig.gate, "th": FusionConfig.th}) == "always"
