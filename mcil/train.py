@@ -36,6 +36,7 @@ from mcil.atomic import atomic_torch_save, atomic_write_text
 from mcil.config import RunConfig, apply_overrides, config_hash, config_to_dict, load_config, parse_dataclass
 from mcil.errors import NonFiniteLossError, UserError
 from mcil.optim import AdamW
+from mcil.lock import lock_sha256
 
 __all__ = ["train", "lr_at", "absence_mask", "TrainData", "NonFiniteLossError", "configure_parser", "run_cli"]
 
@@ -728,6 +729,7 @@ def _build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, lear
             **git_info(),
             "python": platform.python_version(),
             "torch": torch.__version__,
+            "lock_sha256": lock_sha256(),
             "platform": platform.platform(),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "backbone": cfg.backbone.name,

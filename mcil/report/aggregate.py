@@ -13,7 +13,8 @@ gate is not ``batch``.
 
 Runs made by different code (another ``git_sha`` or ``mcil_version``) are flagged: column
 ``mixed_code`` is True on every row when more than one code version is present, and claims.md
-says so.
+says so. Runs installed from different dependency locks (``provenance.lock_sha256``) set
+``mixed_lock`` and make ``mcil aggregate`` warn.
 """
 
 from __future__ import annotations
@@ -220,11 +221,32 @@ def code_versions(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     if runs.empty:
         runs["mixed_code"] = pd.Series(dtype=bool)
+        runs["mixed_lock"] = pd.Series(dtype=bool)
         return runs
     unknown = pd.Series("unknown", index=runs.index)
     key = runs.get("provenance.git_sha", unknown).astype(str) + "|" + runs.get("provenance.mcil_version", unknown).astype(str)
     runs["mixed_code"] = key.nunique() > 1
+    locks = runs.get("provenance.lock_sha256", unknown).fillna("none").astype(str)
+    runs["mixed_lock"] = locks.nunique() > 1
     return runs
+
+
+def provenance_warnings(runs: pd.DataFrame) -> list[str]:
+    """What a reader of the tables must know about where the runs came from: more than one code version,
+    or more than one dependency lock (then differences may be the libraries', not the methods')."""
+    messages = []
+    if runs.empty:
+        return messages
+    if bool(runs["mixed_code"].iloc[0]):
+        messages.append(f"the runs come from {runs['code_version'].nunique()} code versions: "
+                        + ", ".join(sorted(runs["code_version"].unique())))
+    if bool(runs["mixed_lock"].iloc[0]):
+        locks = runs["provenance.lock_sha256"].fillna("none").astype(str).str[:12]
+        messages.append(f"the runs in these tables come from {locks.nunique()} dependency locks ("
+                        + ", ".join(f"{k}: {v} runs" for k, v in locks.value_counts().sort_index().items())
+                        + "): their environments differ, so differences between runs may be the libraries', "
+                          "not the methods'")
+    return messages
 
 
 def collect(results: list[tuple[dict[str, Any], str | None]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -240,7 +262,7 @@ def collect(results: list[tuple[dict[str, Any], str | None]]) -> tuple[pd.DataFr
         front = ["run", *IDENTITY, "learner", "preset", *[m for m in CORE_METRICS if m in runs], "m1", "m2",
                  "fusion_rate", "code_version"]
         runs = runs[[c for c in front if c in runs] + [c for c in runs.columns if c not in front]]
-    runs = code_versions(runs) if not runs.empty else pd.DataFrame(columns=["run", *IDENTITY, "mixed_code"])
+    runs = code_versions(runs) if not runs.empty else pd.DataFrame(columns=["run", *IDENTITY, "mixed_code", "mixed_lock"])
     dup = runs.duplicated(IDENTITY, keep=False) if not runs.empty else pd.Series(dtype=bool)
     if dup.any():
         log.warning(
@@ -309,9 +331,8 @@ def run_cli(args: argparse.Namespace) -> int:
     runs, steps = load_runs(args.runs)
     atomic_write_text(out / "all_runs.csv", runs.to_csv(index=False))
     atomic_write_text(out / "all_steps.csv", steps.to_csv(index=False))
-    if not runs.empty and bool(runs["mixed_code"].iloc[0]):
-        log.warning("the runs come from %d code versions: %s", runs["code_version"].nunique(),
-                    ", ".join(sorted(runs["code_version"].unique())))
+    for message in provenance_warnings(runs):
+        log.warning("%s", message)
     th = str(args.default_th)
     th = _fmt_number(float(th)) if re.fullmatch(r"[0-9.]+", th) else th
     alpha = float(args.default_alpha)

@@ -29,6 +29,7 @@ def make_result(
     git_sha: str = "a" * 40,
     mcil_version: str = "0.1.0",
     git_dirty: bool = False,
+    lock_sha256: str | None = "c" * 64,
     fusion_rate: float = 0.5,
     m1: float | None = 0.6,
     learner_statistics: dict[str, Any] | None = None,
@@ -79,7 +80,7 @@ def make_result(
         "timings": {"wall_s": 3.0, "train_s": 2.0, "per_task_s": [1.0] * T, "per_epoch_s": [[1.0]] * T,
                     "train_samples": 40, "samples_per_s": 20.0, "peak_memory_mb": 100.0},
         "provenance": {"mcil_version": mcil_version, "git_sha": git_sha, "git_dirty": git_dirty, "python": "3.11",
-                       "torch": "2.11", "platform": "linux", "device": "cpu", "backbone": "tiny",
+                       "torch": "2.11", "lock_sha256": lock_sha256, "platform": "linux", "device": "cpu", "backbone": "tiny",
                        "backbone_sha256": "f" * 64},
     }
     validate_result(result)

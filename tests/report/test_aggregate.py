@@ -89,6 +89,19 @@ def test_another_mcil_version_alone_is_mixed(runs_root):
     assert runs["mixed_code"].all()
 
 
+def test_runs_from_different_locks_are_flagged_and_warned(runs_root):
+    write_run(runs_root, seed=0)
+    write_run(runs_root, seed=1)
+    runs, _ = aggregate.load_runs([runs_root])
+    assert not runs["mixed_lock"].any()
+    assert aggregate.provenance_warnings(runs) == []
+    write_run(runs_root, seed=2, lock_sha256="d" * 64)
+    runs, _ = aggregate.load_runs([runs_root])
+    assert runs["mixed_lock"].all()
+    [message] = aggregate.provenance_warnings(runs)
+    assert "2 dependency locks" in message and "cccccccccccc: 2 runs" in message and "dddddddddddd: 1 runs" in message
+
+
 def test_unreadable_result_is_skipped(runs_root):
     write_run(runs_root, seed=0)
     bad = runs_root / "synav-clean" / "mcil" / "T2_th0.8_a0.7_s9"
