@@ -9,7 +9,7 @@ The lock is written by ``uv pip compile`` (``mcil lock refresh``): uv resolves o
 (markers per platform) in seconds without installing anything, and needs no project-specific plugin.
 
     mcil lock check     # installed environment vs the lock, plus `pip check`; exit 1 on any drift
-    mcil lock refresh   # re-resolve the lock from pyproject.toml (needs `pip install uv`)
+    mcil lock refresh   # re-resolve the lock from pyproject.toml (needs `pip install uv`), rewrite envs/mcil.yaml
     mcil lock hash      # the lock's sha256, as recorded in result.json provenance
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import json
 import logging
 import re
 import shutil
@@ -26,16 +27,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcil.atomic import atomic_write_text
 from mcil.errors import UserError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LOCK_RELPATH", "REFRESH_ARGS", "Pin", "Drift", "repo_root", "lock_path", "lock_sha256", "parse_lock",
+    "LOCK_RELPATH", "CONDA_ENV_RELPATH", "REFRESH_ARGS", "conda_env_text", "Pin", "Drift", "repo_root", "lock_path", "lock_sha256", "parse_lock",
     "applicable_pins", "installed_versions", "compare", "refresh_command",
 ]
 
 LOCK_RELPATH = "envs/requirements.lock"
+CONDA_ENV_RELPATH = "envs/mcil.yaml"
 # What `mcil lock refresh` runs (after `uv`), from the repository root. uv writes this command into the
 # lock's header; a test checks that the committed lock was made by exactly this command.
 REFRESH_ARGS = ("pip", "compile", "pyproject.toml", "--extra", "test", "--extra", "slurm", "--universal",
@@ -169,6 +172,31 @@ def refresh_command(uv: str = "uv") -> list[str]:
     return [uv, *REFRESH_ARGS]
 
 
+def conda_env_text(pins: list[Pin]) -> str:
+    """envs/mcil.yaml: the conda environment of `snakemake --use-conda`, with the lock's pins inline.
+
+    Inline rather than ``-r requirements.lock``: Snakemake copies the YAML into .snakemake/conda/ before
+    creating the environment (a relative ``-r`` no longer resolves there) and keys the environment by the
+    YAML's content, so a changed lock must change this file to give a new environment.
+    """
+    lines = [
+        "# The conda environment of every rule (snakemake --use-conda); by hand:",
+        "#   conda env create -f envs/mcil.yaml && conda activate mcil && pip install -e . --no-deps",
+        f"# Generated from {LOCK_RELPATH} by `mcil lock refresh`: do not edit; a test checks the two agree.",
+        "name: mcil",
+        "channels:",
+        "  - conda-forge",
+        "dependencies:",
+        "  - python=3.11",
+        "  - pip",
+        "  - pip:",
+    ]
+    for pin in pins:
+        req = f"{pin.name}=={pin.version}" + (f" ; {pin.marker}" if pin.marker else "")
+        lines.append(f"      - {json.dumps(req)}")
+    return "\n".join(lines) + "\n"
+
+
 def _pip_check() -> tuple[bool, str]:
     proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
@@ -199,7 +227,12 @@ def run_cli(args: argparse.Namespace) -> int:
             raise UserError("`mcil lock refresh` needs uv: pip install uv (or pip install -e '.[lock]')")
         cmd = refresh_command(uv)
         log.info("in %s: %s", repo_root(), " ".join(cmd))
-        return subprocess.run(cmd, cwd=repo_root()).returncode
+        rc = subprocess.run(cmd, cwd=repo_root()).returncode
+        if rc == 0:
+            pins = parse_lock((repo_root() / LOCK_RELPATH).read_text())
+            atomic_write_text(repo_root() / CONDA_ENV_RELPATH, conda_env_text(pins))
+            log.info("wrote %s (%d pins)", CONDA_ENV_RELPATH, len(pins))
+        return rc
     path = _resolve_lock(args.lock)
     if args.action == "hash":
         sys.stdout.write(f"{lock_sha256(path)}  {path}\n")

@@ -142,9 +142,16 @@ def test_refresh_without_uv_says_how_to_get_it(monkeypatch):
         lock.run_cli(parser.parse_args(["refresh"]))
 
 
-def test_conda_env_installs_from_the_lock():
-    text = (ROOT / "envs" / "mcil.yaml").read_text()
-    assert f"-r {lock.LOCK_RELPATH.split('/', 1)[1]}" in text
+def test_conda_env_is_the_lock():
+    # envs/mcil.yaml (snakemake --use-conda) must list exactly the lock's pins: `mcil lock refresh` writes both.
+    import yaml
+
+    text = (ROOT / lock.CONDA_ENV_RELPATH).read_text()
+    assert text == lock.conda_env_text(_committed_pins()), "envs/mcil.yaml is stale: run `mcil lock refresh`"
+    env = yaml.safe_load(text)
+    [pip_section] = [d for d in env["dependencies"] if isinstance(d, dict)]
+    assert len(pip_section["pip"]) == len(_committed_pins())
+    assert "torchaudio==2.11.0" in pip_section["pip"]
 
 
 def test_ci_runs_the_readme_test_command():
@@ -163,3 +170,21 @@ def test_installed_environment_matches_the_lock():
     assert proc.returncode == 0, (
         "the environment running the tests differs from envs/requirements.lock (install it with the README's "
         "command):\n" + proc.stdout + proc.stderr)
+
+
+def test_refresh_runs_uv_then_rewrites_the_conda_env(tmp_path, monkeypatch):
+    # A stand-in uv that records its arguments and writes a two-pin lock where -o says.
+    fake = tmp_path / "uv"
+    fake.write_text("#!/bin/sh\necho \"$@\" > args.txt\nshift 3\nwhile [ \"$1\" != -o ]; do shift; done\n"
+                    "mkdir -p $(dirname $2) && printf 'torch==2.11.0\\nnumpy==2.4.6 ; sys_platform == \"linux\"\\n' > $2\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(lock.shutil, "which", lambda _name: str(fake))
+    monkeypatch.setattr(lock, "repo_root", lambda: tmp_path)
+    parser = argparse.ArgumentParser()
+    lock.configure_parser(parser)
+    assert lock.run_cli(parser.parse_args(["refresh"])) == 0
+    assert (tmp_path / "args.txt").read_text().split() == list(lock.REFRESH_ARGS)
+    import yaml
+
+    env = yaml.safe_load((tmp_path / lock.CONDA_ENV_RELPATH).read_text())
+    assert env["dependencies"][-1]["pip"] == ["torch==2.11.0", 'numpy==2.4.6 ; sys_platform == "linux"']

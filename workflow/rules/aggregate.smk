@@ -23,11 +23,14 @@ rule aggregate:
         ],
         figures_pdf=expand("figures/{name}.pdf", name=FIGURES),
     params:
+        mcil=MCIL,
         th=label(config["defaults"]["th"]),
         alpha=label(config["defaults"]["alpha"]),
         noisy=" ".join(noisy_datasets()) or "none",
         tolerance=config["claims"]["tolerance"],
         confidence=config["claims"]["confidence"],
+    conda:
+        CONDA_ENV
     log:
         "logs/aggregate/aggregate.log",
     benchmark:
@@ -36,7 +39,7 @@ rule aggregate:
     resources:
         mem_mb=4000,
     shell:
-        "mcil aggregate --runs {input} --out results --figures figures"
+        "{params.mcil} aggregate --runs {input} --out results --figures figures"
         " --default-th {params.th} --default-alpha {params.alpha}"
         " --noisy {params.noisy} --tolerance {params.tolerance} --confidence {params.confidence}"
         " > {log} 2>&1"

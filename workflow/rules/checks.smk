@@ -13,12 +13,13 @@ use rule train as train_check with:
     output:
         result=CHECK_RESULT,
     params:
+        mcil=MCIL,
         out=lambda wc, output: os.path.dirname(output.result),
         overrides=check_overrides,
     log:
-        "logs/train_check/" + CHECK_RUN_NAME + ".log",
+        f"logs/train_check/{CHECK_RUN_NAME}.log",
     benchmark:
-        "benchmarks/train_check/" + CHECK_RUN_NAME + ".tsv"
+        f"benchmarks/train_check/{CHECK_RUN_NAME}.tsv"
     wildcard_constraints:
         variant=_names_regex(CHECK_VARIANTS),
 
@@ -40,10 +41,13 @@ rule checks:
         ],
         figures_pdf=expand(f"{CHECKS_FIGURES}/{{study}}.pdf", study=CHECK_STUDIES),
     params:
+        mcil=MCIL,
         main_runs=RUNS_DIR,
-        out=CHECKS_OUT,
-        figures=CHECKS_FIGURES,
+        out=lambda wc, output: os.path.dirname(output.claims),
+        figures=lambda wc, output: os.path.dirname(output.figures_pdf[0]) if output.figures_pdf else CHECKS_FIGURES,
         args=studies_args() if CHECKS else "",
+    conda:
+        CONDA_ENV
     log:
         "logs/checks/checks.log",
     benchmark:
@@ -52,5 +56,5 @@ rule checks:
     resources:
         mem_mb=4000,
     shell:
-        "mcil studies --runs {input.runs} --main-runs {params.main_runs} --out {params.out} --figures {params.figures}"
+        "{params.mcil} studies --runs {input.runs} --main-runs {params.main_runs} --out {params.out} --figures {params.figures}"
         " {params.args} > {log} 2>&1"

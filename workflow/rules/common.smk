@@ -11,6 +11,17 @@ from itertools import product
 from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+# The `mcil` command of every job. Under --use-conda the job runs in envs/mcil.yaml's environment, which
+# holds the locked dependencies but not this checkout, so the package is put on its path instead.
+MCIL = (
+    f"env PYTHONPATH={shlex.quote(workflow.basedir)} python -m mcil"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else "mcil"
+)
+# Every rule that runs a command declares this environment (snakemake --use-conda).
+CONDA_ENV = "../../envs/mcil.yaml"
 
 DATA_DIR = config["data_dir"]
 CACHE_DIR = config["cache_dir"]
@@ -20,7 +31,7 @@ RUNS_DIR = "results/runs"
 # dataset's split, method_run:) changes its folder, so a stale result is never taken for a new one;
 # code changes do not (results record git SHA and version; `mcil aggregate` flags mixed code).
 RUN_NAME = "{dataset}/{method}/T{T}_th{th}_a{alpha}_s{seed}-{hash}"
-RUN_RESULT = RUNS_DIR + "/" + RUN_NAME + "/result.json"
+RUN_RESULT = os.path.join(RUNS_DIR, RUN_NAME, "result.json")
 GATE_WORDS = ("always", "never", "adaptive")
 NUMBER_RE = r"[0-9]+(?:\.[0-9]+)?"
 
@@ -62,7 +73,7 @@ def _load_checks():
 
 
 CHECKS_FILE, CHECKS = _load_checks()
-# Every dataset a rule may be asked for: the main config's and the checks file's.
+# Every dataset that a job may be asked to build: the main config's and the checks file's.
 DATASETS = {**CHECKS.get("datasets", {}), **config["datasets"]}
 
 
@@ -327,7 +338,7 @@ def run_overrides(wc):
 CHECKS_RUNS_DIR = "results/checks/runs"
 CHECKS_OUT = "results/checks"
 CHECKS_FIGURES = "figures/checks"
-CHECK_RUN_NAME = "{variant}/" + RUN_NAME
+CHECK_RUN_NAME = os.path.join("{variant}", RUN_NAME)
 CHECK_RESULT = os.path.join(CHECKS_RUNS_DIR, CHECK_RUN_NAME, "result.json")
 BASE_VARIANT = "base"
 
@@ -478,7 +489,7 @@ def studies_args():
     if main_T:
         args += ["--task-counts", *main_T]
     studies = [
-        f"{s}{'' if STUDY_KINDS[s] == s else ':' + STUDY_KINDS[s]}={','.join(dict.fromkeys(r['dataset'] for r in runs))}"
+        f"{s}{'' if STUDY_KINDS[s] == s else f':{STUDY_KINDS[s]}'}={','.join(dict.fromkeys(r['dataset'] for r in runs))}"
         for s, runs in STUDY_RUNS.items()
     ]
     if studies:
@@ -571,7 +582,9 @@ def check_inputs():
             else "Fix the paths in your config file."
         )
         raise WorkflowError(
-            "The configured runs need files that are not there:\n  - " + "\n  - ".join(problems) + "\n" + hint
+            "The configured runs need files that are not there:\n{}\n{}".format(
+                "\n".join(f"  - {p}" for p in problems), hint
+            )
         )
 
 

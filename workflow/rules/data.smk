@@ -9,9 +9,12 @@ rule synth:
     wildcard_constraints:
         dataset=_names_regex(datasets_by_source("synth")),
     params:
+        mcil=MCIL,
         out=lambda wc: dataset_root(wc.dataset),
         regime=lambda wc: DATASETS[wc.dataset]["regime"],
         s=lambda wc: synth_options(wc.dataset),
+    conda:
+        CONDA_ENV
     log:
         "logs/synth/{dataset}.log",
     benchmark:
@@ -20,7 +23,7 @@ rule synth:
     resources:
         mem_mb=2000,
     shell:
-        "mcil synth --out {params.out} --regime {params.regime} --seed {params.s[seed]}"
+        "{params.mcil} synth --out {params.out} --regime {params.regime} --seed {params.s[seed]}"
         " --n-classes {params.s[n_classes]} --train-per-class {params.s[train_per_class]}"
         " --test-per-class {params.s[test_per_class]} --pretrain-classes {params.s[pretrain_classes]}"
         " --pretrain-per-class {params.s[pretrain_per_class]} --noise-level {params.s[noise_level]}"
@@ -37,8 +40,11 @@ rule prepare:
     wildcard_constraints:
         dataset=_names_regex(datasets_by_source("prepare")),
     params:
+        mcil=MCIL,
         args=prepare_args,
         out=lambda wc: dataset_root(wc.dataset),
+    conda:
+        CONDA_ENV
     log:
         "logs/prepare/{dataset}.log",
     benchmark:
@@ -47,7 +53,7 @@ rule prepare:
     resources:
         mem_mb=8000,
     shell:
-        "mcil prepare {params.args} --out {params.out} > {log} 2>&1"
+        "{params.mcil} prepare {params.args} --out {params.out} > {log} 2>&1"
 
 
 rule cache:
@@ -57,9 +63,12 @@ rule cache:
     output:
         report=f"{CACHE_DIR}/{{dataset}}.cache.json",
     params:
+        mcil=MCIL,
         root=lambda wc: dataset_root(wc.dataset),
-        cache_dir=CACHE_DIR,
+        cache_dir=lambda wc, output: os.path.dirname(output.report),
         spec=config["backbone"].get("cache_spec", {}),
+    conda:
+        CONDA_ENV
     log:
         "logs/cache/{dataset}.log",
     benchmark:
@@ -68,7 +77,7 @@ rule cache:
     resources:
         mem_mb=8000,
     shell:
-        "mcil cache --data {params.root} --cache-dir {params.cache_dir} --splits train test"
+        "{params.mcil} cache --data {params.root} --cache-dir {params.cache_dir} --splits train test"
         " --image-size {params.spec[image_size]} --image-resize {params.spec[image_resize]}"
         " --sample-rate {params.spec[sample_rate]} --num-samples {params.spec[num_samples]}"
         " --workers {threads} --report {output.report} > {log} 2>&1"

@@ -17,9 +17,12 @@ rule pretrain:
             category="Backbone",
         ),
     params:
-        data=dataset_root(config["pretrain"]["dataset"]),
+        mcil=MCIL,
+        data=lambda wc, input: os.path.dirname(input.manifest),
         cache_dir=CACHE_DIR,
         p=config["pretrain"],
+    conda:
+        CONDA_ENV
     log:
         f"logs/pretrain/{PRETRAIN_NAME}.log",
     benchmark:
@@ -29,6 +32,6 @@ rule pretrain:
         gpu=1,
         mem_mb=4000,
     shell:
-        "mcil pretrain --data {params.data} --out {output.checkpoint} --epochs {params.p[epochs]}"
+        "{params.mcil} pretrain --data {params.data} --out {output.checkpoint} --epochs {params.p[epochs]}"
         " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --seed {params.p[seed]}"
         " --cache-dir {params.cache_dir} --threads {threads} > {log} 2>&1"

@@ -10,12 +10,15 @@ rule train:
     output:
         result=RUN_RESULT,
     params:
+        mcil=MCIL,
         out=lambda wc, output: os.path.dirname(output.result),
         overrides=run_overrides,
+    conda:
+        CONDA_ENV
     log:
-        "logs/train/" + RUN_NAME + ".log",
+        f"logs/train/{RUN_NAME}.log",
     benchmark:
-        "benchmarks/train/" + RUN_NAME + ".tsv"
+        f"benchmarks/train/{RUN_NAME}.tsv"
     threads: config["train"]["threads"]
     resources:
         gpu=config["train"]["gpus"],
@@ -23,4 +26,4 @@ rule train:
         runtime=config["train"]["runtime"],
     shell:
         "echo overrides: {params.overrides} > {log};"
-        " mcil train --out {params.out} --threads {threads} {params.overrides} >> {log} 2>&1"
+        " {params.mcil} train --out {params.out} --threads {threads} {params.overrides} >> {log} 2>&1"
