@@ -3,6 +3,7 @@
 #   snakemake --cores 1 --resources gpu=1 --configfile config/paper.yaml
 #   snakemake --workflow-profile workflow/profiles/slurm --configfile config/paper.yaml
 #   snakemake checks --cores 1 --resources gpu=1                     # the validation studies (config/checks.yaml)
+#   snakemake tune --cores 1 --resources gpu=1                       # default settings chosen on validation (config/tune.yaml)
 # Targets, config groups, profiles: docs/pipeline.md.
 
 import os
@@ -27,6 +28,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/checks.smk"
+include: "workflow/rules/tune.smk"
 
 
 

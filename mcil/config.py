@@ -55,6 +55,9 @@ class DataConfig:
     """Which dataset to read and where the tensor cache lives.
 
     ``root`` holds ``manifest.csv`` (+ ``classes.json``); ``cache_dir`` the decoded tensors.
+    ``val_per_class`` train samples of each class are held out as the validation split (never
+    trained on, mcil/data/splits.py); ``eval_split`` says what the accuracy matrix is measured on:
+    ``test`` (reported numbers) or ``val`` (choosing settings).
     ``missing_*`` drop a modality from a fraction of samples (modality-absence study); the
     choice of samples is a pure function of ``absence_seed`` and the sample id.
     """
@@ -69,11 +72,17 @@ class DataConfig:
     missing_image_test: float = 0.0
     absence_seed: int = 0
     num_workers: int = 0
+    val_per_class: int = 0
+    eval_split: Literal["test", "val"] = "test"
 
     def validate(self, prefix: str) -> None:
         for name in ("missing_audio_train", "missing_audio_test", "missing_image_train", "missing_image_test"):
             _check_range(f"{prefix}.{name}", getattr(self, name), 0.0, 1.0)
         _check_min(f"{prefix}.num_workers", self.num_workers, 0)
+        _check_min(f"{prefix}.val_per_class", self.val_per_class, 0)
+        if self.eval_split == "val" and self.val_per_class == 0:
+            raise ConfigError(f"{prefix}.eval_split=val needs {prefix}.val_per_class > 0 (the validation "
+                              f"samples carved from each class's train samples)")
         if not self.root:
             raise ConfigError(f"{prefix}.root: empty; set it to the dataset folder that holds manifest.csv")
 

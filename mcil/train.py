@@ -396,6 +396,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     from mcil.data.cache import load_split
     from mcil.data.manifest import read_manifest
     from mcil.data.scenario import make_scenario
+    from mcil.data.splits import carve_validation
     from mcil.determinism import set_deterministic
     from mcil.features import frozen_embeddings
     from mcil.method.base import Task
@@ -419,8 +420,12 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     cfg.check_n_classes(n_classes)
     backbone = build_backbone(cfg.backbone.name, cfg.backbone.checkpoint).to(device)
     spec = backbone.preprocess
-    train_split = load_split(cfg.data.root, "train", spec, cfg.data.cache_dir)
-    test_split = load_split(cfg.data.root, "test", spec, cfg.data.cache_dir)
+    full_train = load_split(cfg.data.root, "train", spec, cfg.data.cache_dir)
+    full_test = load_split(cfg.data.root, "test", spec, cfg.data.cache_dir)
+    # The validation rows are never trained on; with eval_split=val they replace the test split.
+    fit_idx, val_idx = carve_validation(full_train.labels, full_train.sample_ids, cfg.data.val_per_class)
+    train_split = full_train.subset(fit_idx, "fit") if len(val_idx) else full_train
+    test_split = full_train.subset(val_idx, "val") if cfg.data.eval_split == "val" else full_test
     scenario = make_scenario(
         n_classes,
         n_tasks=cfg.scenario.n_tasks,
@@ -440,9 +445,11 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     frozen_towers = (set(learner.FROZEN_FEATURES) & used) if cfg.data.feature_cache else set()
     need_raw = frozenset(used - frozen_towers)
     frozen: dict[str, dict[str, torch.Tensor]] = {"train": {}, "test": {}}
-    for tower in sorted(frozen_towers):
-        for name, split in (("train", train_split), ("test", test_split)):
-            frozen[name][tower] = frozen_embeddings(backbone, split, tower, device, cfg.data.cache_dir)
+    for tower in sorted(frozen_towers):  # encoded once per full split (cached on disk), then indexed
+        train_feats = frozen_embeddings(backbone, full_train, tower, device, cfg.data.cache_dir)
+        frozen["train"][tower] = train_feats[fit_idx] if len(val_idx) else train_feats
+        frozen["test"][tower] = (train_feats[val_idx] if cfg.data.eval_split == "val"
+                                 else frozen_embeddings(backbone, full_test, tower, device, cfg.data.cache_dir))
     data = TrainData(train_split, test_split, spec, device, frozen, cfg)
     learner.bind_train_data(lambda idx: data.batch("train", idx, need_raw=need_raw))
 
@@ -696,6 +703,8 @@ def _build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, lear
             "cache_keys": {"train": train_split.key, "test": test_split.key},
             "n_train": int(len(train_split.labels)),
             "n_test": int(len(test_split.labels)),
+            "eval_split": cfg.data.eval_split,
+            "val_per_class": cfg.data.val_per_class,
         },
         "scenario": {
             "n_tasks": T,

@@ -147,6 +147,20 @@ def test_eval_future_next_skips_only_what_no_metric_uses(tiny_env, reference_run
     assert lean["accuracy_before_training"] == result["accuracy_before_training"]
 
 
+def test_validation_runs_train_on_the_same_rows_and_evaluate_on_held_out_train_rows(tiny_env, tmp_path):
+    # With val_per_class > 0 a run never trains on the validation rows; eval_split=val measures on them.
+    on_test = train(_cfg(tiny_env, "data.val_per_class=2"), tmp_path / "test")
+    on_val = train(_cfg(tiny_env, "data.val_per_class=2", "data.eval_split=val"), tmp_path / "val")
+    n_classes = on_test["dataset"]["n_classes"]
+    assert on_val["dataset"]["n_test"] == 2 * n_classes and on_val["dataset"]["eval_split"] == "val"
+    assert on_test["dataset"]["n_train"] == on_val["dataset"]["n_train"]
+    full = train(_cfg(tiny_env), tmp_path / "full")
+    assert full["dataset"]["n_train"] == on_test["dataset"]["n_train"] + 2 * n_classes
+    assert on_test["dataset"]["n_test"] == full["dataset"]["n_test"]
+    assert on_val["accuracy_matrix"] != on_test["accuracy_matrix"]
+    assert on_val["dataset"]["cache_keys"]["test"].startswith(on_val["dataset"]["cache_keys"]["train"].split("-fit-")[0])
+
+
 def test_interrupted_run_resumes_to_identical_metrics(tiny_env, reference_run, tmp_path):
     result, _ = reference_run
     out = tmp_path / "resumed"

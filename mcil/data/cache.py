@@ -92,6 +92,18 @@ class CachedSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, idx: torch.Tensor, name: str) -> "CachedSplit":
+        """Rows ``idx`` (int64, (n,)) as a split of their own (copied out of the memory map), e.g. the
+        validation rows of a train split. ``name`` tags the key, so provenance tells the two apart."""
+        ids = [self.sample_ids[i] for i in idx.tolist()]
+        key = hashlib.sha256(f"{self.key}/{name}/{','.join(ids)}".encode()).hexdigest()[:16]
+        return CachedSplit(
+            images=self.images[idx], audio=self.audio[idx], labels=self.labels[idx],
+            has_image=self.has_image[idx], has_audio=self.has_audio[idx], sample_ids=ids,
+            corruption=[self.corruption[i] for i in idx.tolist()], class_names=self.class_names,
+            spec=self.spec, key=f"{self.key}-{name}-{key}", meta={**self.meta, "subset_of": self.key},
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # Keys and file names

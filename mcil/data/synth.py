@@ -121,28 +121,50 @@ log = logging.getLogger(__name__)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "heart")
 # Saturated, mutually distant RGB in [0, 1]; the background is a desaturated grey, so even
 # "white" stands out.
+# In hue order around the colour circle: each colour's neighbours are the entries before and after it
+# (cyclically). A sample's colour is mixed with one neighbour by up to COLOUR_MIX, so neighbouring
+# colours overlap a little at the tails: colour is informative, not a lookup key.
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.10, 0.10),
-    "green": (0.10, 0.75, 0.20),
-    "blue": (0.15, 0.30, 0.95),
-    "yellow": (0.95, 0.90, 0.10),
-    "purple": (0.60, 0.15, 0.80),
     "orange": (1.00, 0.55, 0.05),
-    "white": (0.97, 0.97, 0.97),
+    "yellow": (0.95, 0.90, 0.10),
+    "green": (0.10, 0.75, 0.20),
     "cyan": (0.10, 0.85, 0.90),
+    "blue": (0.15, 0.30, 0.95),
+    "purple": (0.60, 0.15, 0.80),
+    "pink": (0.98, 0.45, 0.75),
 }
+COLOUR_MIX = 0.7
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
-# Fundamentals 10 semitones apart, so ±0.7 semitone jitter never blurs two pitch classes.
+# Eight fundamentals 5 semitones apart (130.8 Hz … 987.8 Hz). A sample's pitch is jittered by up to
+# ±PITCH_JITTER semitones, more than half the spacing: neighbouring pitches overlap at the tails.
 PITCHES: dict[str, float] = {
-    "deep": 110.0,
-    "low": 196.0,
-    "middle": 349.2,
-    "high": 622.3,
-    "very high": 1108.7,
-    "shrill": 1975.5,
+    "deep": 130.8,
+    "low": 174.6,
+    "mellow": 233.1,
+    "middle": 311.1,
+    "bright": 415.3,
+    "high": 554.4,
+    "very high": 740.0,
+    "shrill": 987.8,
 }
+PITCH_JITTER = 4.0
 TIMBRES: tuple[str, ...] = ("whistle", "buzz", "reed", "bell", "hum", "rasp")
 RHYTHMS: tuple[str, ...] = ("steady", "pulsing", "rising", "falling", "staccato", "warbling")
+
+# The global cross-modal correspondence (as a dog looks and sounds like a dog): a class's colour fixes
+# its pitch (warm → low, along the hue circle) and its shape fixes its timbre (round → pure, angular →
+# buzzing, pointed → sharp). Texture is private to the picture, rhythm private to the sound. Every
+# class of every split follows it, pre-training classes included, so a backbone that learns it from
+# the pre-training classes can tell a matching picture–sound pair of an *unseen* class from a
+# mismatched one, and the noisy regime's swapped sounds break it.
+PITCH_OF_COLOUR: dict[str, str] = dict(zip(COLOURS, PITCHES))
+TIMBRE_OF_SHAPE: dict[str, str] = {
+    "circle": "whistle", "ring": "whistle",
+    "square": "buzz", "cross": "buzz",
+    "triangle": "reed", "star": "rasp",
+    "diamond": "bell", "heart": "hum",
+}
 
 VISUAL_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "texture")
 AUDIO_ATTRIBUTES: tuple[str, ...] = ("pitch", "timbre", "rhythm")
@@ -172,7 +194,7 @@ IMAGE_SIZE = 64
 SAMPLE_RATE = 16_000
 NUM_SAMPLES = SAMPLE_RATE  # 1.0 s
 MIN_COVERAGE = 3
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _SUPERSAMPLE = 2
 _SPLIT_CODES = {"train": 1, "test": 2, "pretrain": 3}
 _STREAM_IMAGE, _STREAM_AUDIO, _STREAM_CORRUPTION = 0, 1, 2
@@ -200,6 +222,7 @@ class SynthConfig:
     n_pretrain_classes: int = 24
     pretrain_per_class: int = 40
     noise_level: float = 1.0
+    lookalike_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         if self.regime not in ("clean", "noisy"):
@@ -233,6 +256,10 @@ class SynthConfig:
                 or not math.isfinite(self.noise_level) or self.noise_level < 0):
             raise DataError(f"synav noise_level must be a finite number >= 0, got {self.noise_level!r}")
         object.__setattr__(self, "noise_level", float(self.noise_level))
+        if (isinstance(self.lookalike_fraction, bool) or not isinstance(self.lookalike_fraction, (int, float))
+                or not 0.0 <= self.lookalike_fraction <= 1.0):
+            raise DataError(f"synav lookalike_fraction must be a number in [0, 1], got {self.lookalike_fraction!r}")
+        object.__setattr__(self, "lookalike_fraction", float(self.lookalike_fraction))
 
     @property
     def name(self) -> str:
@@ -263,7 +290,12 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class SynavClass:
-    """One class: its label, group and six attributes; the name is the attribute words."""
+    """One class: its label, group and six attributes; the name is the attribute words.
+
+    ``twin``: the label of its look-alike (an incremental class with the same picture and another
+    sound, ``twin_kind == "same-picture"``, or the same sound and another picture, ``"same-sound"``),
+    or None. Pitch and timbre always follow :data:`PITCH_OF_COLOUR` and :data:`TIMBRE_OF_SHAPE`.
+    """
 
     label: int
     group: str  # "incremental" | "pretrain"
@@ -273,6 +305,8 @@ class SynavClass:
     pitch: str
     timbre: str
     rhythm: str
+    twin: int | None = None
+    twin_kind: str | None = None
 
     @property
     def visual(self) -> tuple[str, str, str]:
@@ -297,6 +331,8 @@ class SynavClass:
             "pitch": self.pitch,
             "timbre": self.timbre,
             "rhythm": self.rhythm,
+            "twin": self.twin,
+            "twin_kind": self.twin_kind,
         }
 
 
@@ -305,57 +341,124 @@ def _min_pretrain_classes() -> int:
     return MIN_COVERAGE * max(len(v) for v in ATTRIBUTE_VALUES.values())
 
 
-def _n_combinations(attributes: Sequence[str]) -> int:
-    return math.prod(len(ATTRIBUTE_VALUES[a]) for a in attributes)
+#: The attributes a class is drawn from; pitch and timbre follow from colour and shape.
+FREE_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "texture", "rhythm")
+
+
+def _visual_key(row: dict[str, str]) -> tuple[str, str, str]:
+    return (row["shape"], row["colour"], row["texture"])
+
+
+def _audio_key(row: dict[str, str]) -> tuple[str, str, str]:
+    return (PITCH_OF_COLOUR[row["colour"]], TIMBRE_OF_SHAPE[row["shape"]], row["rhythm"])
+
+
+def _n_visual() -> int:
+    return len(SHAPES) * len(COLOURS) * len(TEXTURES)
+
+
+def _n_audio() -> int:
+    return len(PITCHES) * len(set(TIMBRE_OF_SHAPE.values())) * len(RHYTHMS)
 
 
 def max_incremental_classes(n_pretrain_classes: int = 24) -> int:
-    """Largest K the cycle design allows: every prototype must be unused by pre-training."""
-    free = min(_n_combinations(VISUAL_ATTRIBUTES), _n_combinations(AUDIO_ATTRIBUTES)) - n_pretrain_classes
-    return max(0, 2 * free)
+    """Largest K offered: every class needs a picture and a sound unused by pre-training and by the
+    others (a look-alike shares one of the two with its twin). The random greedy draw of
+    :func:`_incremental_attributes` is not a maximum matching, so the bound keeps a quarter in hand."""
+    return max(0, 3 * (min(_n_visual(), _n_audio()) - n_pretrain_classes) // 4)
 
 
 def _pretrain_attributes(seed: int, n: int) -> list[dict[str, str]]:
-    """n attribute rows, each value used ⌊n/len⌋ or ⌈n/len⌉ times, distinct visual and audio triples.
+    """n attribute rows, each value used ⌊n/len⌋ or ⌈n/len⌉ times, distinct pictures and sounds.
 
-    Balanced columns guarantee the coverage; collisions are repaired by swapping one attribute
+    Balanced columns guarantee the coverage; a collision is repaired by swapping one attribute
     between two rows, which keeps the per-value counts unchanged.
     """
     rng = np.random.default_rng([seed, 7001])
+    if n > min(_n_visual(), _n_audio()):
+        raise DataError(f"synav: {n} pre-training classes exceed the {min(_n_visual(), _n_audio())} combinations")
     columns: dict[str, list[str]] = {}
-    for attr, values in ATTRIBUTE_VALUES.items():
+    for attr in FREE_ATTRIBUTES:
+        values = ATTRIBUTE_VALUES[attr]
         base = [values[i % len(values)] for i in range(n)]
         columns[attr] = [base[j] for j in rng.permutation(n)]
-    for group in (VISUAL_ATTRIBUTES, AUDIO_ATTRIBUTES):
-        if n > _n_combinations(group):
-            raise DataError(f"synav: {n} pre-training classes exceed the {_n_combinations(group)} combinations")
-        for _ in range(100_000):
-            seen: dict[tuple[str, ...], int] = {}
-            duplicate = -1
-            for i in range(n):
-                key = tuple(columns[a][i] for a in group)
+    rows = lambda: [{a: columns[a][i] for a in FREE_ATTRIBUTES} for i in range(n)]  # noqa: E731
+    for _ in range(100_000):
+        duplicate, group = -1, ()
+        for key_of, attrs in ((_visual_key, ("shape", "colour", "texture")), (_audio_key, ("colour", "shape", "rhythm"))):
+            seen: set[tuple[str, ...]] = set()
+            for i, row in enumerate(rows()):
+                key = key_of(row)
                 if key in seen:
-                    duplicate = i
+                    duplicate, group = i, attrs
                     break
-                seen[key] = i
-            if duplicate < 0:
+                seen.add(key)
+            if duplicate >= 0:
                 break
-            j = int(rng.integers(n))
-            attr = group[int(rng.integers(len(group)))]
-            col = columns[attr]
-            col[duplicate], col[j] = col[j], col[duplicate]
-        else:  # pragma: no cover - only reachable for n close to the number of combinations
-            raise DataError(f"synav: could not draw {n} distinct pre-training classes; use fewer")
-    return [{attr: columns[attr][i] for attr in ATTRIBUTE_VALUES} for i in range(n)]
+        if duplicate < 0:
+            break
+        j = int(rng.integers(n))
+        col = columns[group[int(rng.integers(len(group)))]]
+        col[duplicate], col[j] = col[j], col[duplicate]
+    else:  # pragma: no cover - only reachable for n close to the number of combinations
+        raise DataError(f"synav: could not draw {n} distinct pre-training classes; use fewer")
+    return [{**row, "pitch": PITCH_OF_COLOUR[row["colour"]], "timbre": TIMBRE_OF_SHAPE[row["shape"]]} for row in rows()]
 
 
-def _cycle_edges(k: int) -> list[tuple[int, int]]:
-    """(visual prototype, audio prototype) per class: an alternating cycle, each prototype used twice."""
-    n_audio = max(2, math.ceil(k / 2))
-    edges = [(e // 2, math.ceil(e / 2) % n_audio) for e in range(k)]
-    if len(set(edges)) != k:  # pragma: no cover - guarded by construction
-        raise RuntimeError(f"cycle design produced duplicate classes for K={k}")
-    return edges
+def _incremental_attributes(config: SynthConfig, pre_rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """K attribute rows: distinct-enough classes plus ``round(lookalike_fraction · K / 2)`` twins.
+
+    Base classes have a picture and a sound of their own (one modality suffices). Each twin copies a
+    base class's picture and changes its rhythm (same picture, another sound) or copies its sound and
+    changes its texture or its shape within the timbre's pair (same sound, another picture): those
+    pairs need the other modality. Twins alternate between the two kinds. Row ``i`` of the twins
+    records its base's index in ``twin_of``.
+    """
+    k = config.n_classes
+    n_twins = int(round(config.lookalike_fraction * k / 2))
+    n_twins = min(n_twins, k // 2)
+    rng = np.random.default_rng([config.seed, 7002])
+    used_visual = {_visual_key(r) for r in pre_rows}
+    used_audio = {_audio_key(r) for r in pre_rows}
+    candidates = list(itertools.product(SHAPES, COLOURS, TEXTURES, RHYTHMS))
+    rows: list[dict[str, Any]] = []
+    for idx in rng.permutation(len(candidates)):
+        if len(rows) == k - n_twins:
+            break
+        row = dict(zip(FREE_ATTRIBUTES, candidates[int(idx)]))
+        if _visual_key(row) in used_visual or _audio_key(row) in used_audio:
+            continue
+        used_visual.add(_visual_key(row))
+        used_audio.add(_audio_key(row))
+        rows.append(row)
+    if len(rows) < k - n_twins:
+        raise DataError(f"synav n_classes={k} needs more pictures and sounds than remain; the maximum is "
+                        f"{max_incremental_classes(config.n_pretrain_classes)}")
+    shapes_of_timbre = {t: [s for s, tt in TIMBRE_OF_SHAPE.items() if tt == t] for t in set(TIMBRE_OF_SHAPE.values())}
+    twins: list[dict[str, Any]] = []
+    for i, base in enumerate(rows):  # a base without a free twin (K near the maximum) is skipped
+        if len(twins) == n_twins:
+            break
+        kind = "same-picture" if len(twins) % 2 == 0 else "same-sound"
+        if kind == "same-picture":
+            options = [{**base, "rhythm": r} for r in RHYTHMS if r != base["rhythm"]]
+            free = [o for o in options if _audio_key(o) not in used_audio]
+        else:
+            options = [{**base, "texture": t} for t in TEXTURES if t != base["texture"]]
+            options += [{**base, "shape": sh} for sh in shapes_of_timbre[TIMBRE_OF_SHAPE[base["shape"]]]
+                        if sh != base["shape"]]
+            free = [o for o in options if _visual_key(o) not in used_visual]
+        if not free:
+            continue
+        twin = free[int(rng.integers(len(free)))]
+        used_audio.add(_audio_key(twin))
+        used_visual.add(_visual_key(twin))
+        twins.append({**twin, "twin_of": i, "twin_kind": kind})
+    if len(twins) < n_twins:
+        raise DataError(f"synav: only {len(twins)} of {n_twins} look-alike pairs fit with n_classes={k}; "
+                        "lower lookalike_fraction or n_classes")
+    rows += twins
+    return [{**r, "pitch": PITCH_OF_COLOUR[r["colour"]], "timbre": TIMBRE_OF_SHAPE[r["shape"]]} for r in rows]
 
 
 def check_pretrain_coverage(classes: Iterable[SynavClass], minimum: int = MIN_COVERAGE) -> None:
@@ -374,31 +477,27 @@ def check_pretrain_coverage(classes: Iterable[SynavClass], minimum: int = MIN_CO
 def build_classes(config: SynthConfig) -> list[SynavClass]:
     """All classes, incremental (labels 0..K-1) then pre-training (K..K+P-1).
 
-    Pre-training classes depend only on (seed, P); incremental prototypes are drawn from the
-    visual/audio triples that pre-training does not use, then wired into the cycle.
+    Pre-training classes depend only on (seed, P); incremental classes use pictures and sounds that
+    pre-training does not, and get their labels from a seeded shuffle (twins included).
     """
     k, p = config.n_classes, config.n_pretrain_classes
     pre_rows = _pretrain_attributes(config.seed, p)
-    pre_visual = {tuple(r[a] for a in VISUAL_ATTRIBUTES) for r in pre_rows}
-    pre_audio = {tuple(r[a] for a in AUDIO_ATTRIBUTES) for r in pre_rows}
-    all_visual = itertools.product(*(ATTRIBUTE_VALUES[a] for a in VISUAL_ATTRIBUTES))
-    all_audio = itertools.product(*(ATTRIBUTE_VALUES[a] for a in AUDIO_ATTRIBUTES))
-    free_visual = [v for v in all_visual if v not in pre_visual]
-    free_audio = [v for v in all_audio if v not in pre_audio]
-    edges = _cycle_edges(k)
-    n_visual = 1 + max(v for v, _ in edges)
-    n_audio = 1 + max(a for _, a in edges)
-    if n_visual > len(free_visual) or n_audio > len(free_audio):
-        raise DataError(f"synav n_classes={k} needs more prototypes than remain; the maximum is "
-                        f"{max_incremental_classes(p)}")
-    rng = np.random.default_rng([config.seed, 7002])
-    visual = [free_visual[i] for i in rng.permutation(len(free_visual))[:n_visual]]
-    audio = [free_audio[i] for i in rng.permutation(len(free_audio))[:n_audio]]
-    order = rng.permutation(k)  # label = position of the edge in this shuffle
+    inc_rows = _incremental_attributes(config, pre_rows)
+    rng = np.random.default_rng([config.seed, 7003])
+    label_of = [int(x) for x in rng.permutation(k)]  # row i gets label label_of[i]
+    twin_label: dict[int, tuple[int, str]] = {}
+    for i, row in enumerate(inc_rows):
+        if "twin_of" in row:
+            base = label_of[row["twin_of"]]
+            twin_label[label_of[i]] = (base, row["twin_kind"])
+            twin_label[base] = (label_of[i], row["twin_kind"])
+    by_label = sorted(range(k), key=lambda i: label_of[i])
     classes: list[SynavClass] = []
-    for label, e in enumerate(order):
-        v, a = edges[int(e)]
-        classes.append(SynavClass(label, "incremental", *visual[v], *audio[a]))
+    for i in by_label:
+        row, label = inc_rows[i], label_of[i]
+        twin, kind = twin_label.get(label, (None, None))
+        classes.append(SynavClass(label, "incremental", *(row[a] for a in VISUAL_ATTRIBUTES + AUDIO_ATTRIBUTES),
+                                  twin=twin, twin_kind=kind))
     for i, row in enumerate(pre_rows):
         classes.append(SynavClass(k + i, "pretrain", *(row[a] for a in VISUAL_ATTRIBUTES + AUDIO_ATTRIBUTES)))
 
@@ -407,7 +506,9 @@ def build_classes(config: SynthConfig) -> list[SynavClass]:
     inc = [c for c in classes if c.group == "incremental"]
     pre = [c for c in classes if c.group == "pretrain"]
     if {c.visual for c in inc} & {c.visual for c in pre} or {c.audio for c in inc} & {c.audio for c in pre}:
-        raise RuntimeError("synav: pre-training prototypes leaked into incremental classes")
+        raise RuntimeError("synav: pre-training pictures or sounds leaked into incremental classes")
+    if any(PITCH_OF_COLOUR[c.colour] != c.pitch or TIMBRE_OF_SHAPE[c.shape] != c.timbre for c in classes):
+        raise RuntimeError("synav: a class breaks the colour-pitch / shape-timbre correspondence")
     if len({c.name for c in classes}) != len(classes):
         raise RuntimeError("synav: duplicate class names")
     return classes
@@ -510,7 +611,11 @@ def render_image(visual: tuple[str, str, str], rng: np.random.Generator,
     lx = (cos_t * dx + sin_t * dy) / s
     ly = (-sin_t * dx + cos_t * dy) / s
     mask = _shape_mask(shape, lx, ly)
-    base = np.clip(np.asarray(COLOURS[colour]) * rng.uniform(0.85, 1.08) + rng.uniform(-0.06, 0.06, size=3), 0, 1)
+    names = list(COLOURS)
+    neighbour = names[(names.index(colour) + (1 if rng.random() < 0.5 else -1)) % len(names)]
+    mix = rng.uniform(0.0, COLOUR_MIX)
+    rgb = (1.0 - mix) * np.asarray(COLOURS[colour]) + mix * np.asarray(COLOURS[neighbour])
+    base = np.clip(rgb * rng.uniform(0.85, 1.08) + rng.uniform(-0.06, 0.06, size=3), 0, 1)
     on = _texture_on(texture, lx + rng.uniform(0, 1), ly + rng.uniform(0, 1), period=rng.uniform(0.36, 0.46))
     shade = 1.0 - 0.12 * (ly + 1.0) / 2.0  # soft top-lit shading
     obj = np.where(on[:, :, None], base, base * 0.3) * shade[:, :, None]
@@ -607,7 +712,7 @@ def render_audio(audio: tuple[str, str, str], rng: np.random.Generator) -> np.nd
     """One (16000,) float32 clip in [-1, 1] of a (pitch, timbre, rhythm) sound plus noise."""
     pitch, timbre, rhythm = audio
     t = np.arange(NUM_SAMPLES) / SAMPLE_RATE
-    f0 = PITCHES[pitch] * 2.0 ** (rng.uniform(-0.7, 0.7) / 12.0)
+    f0 = PITCHES[pitch] * 2.0 ** (rng.uniform(-PITCH_JITTER, PITCH_JITTER) / 12.0)
     onset = rng.uniform(0.0, 0.15)
     dur = min(rng.uniform(0.7, 0.82), 1.0 - onset)
     amp = rng.uniform(0.3, 0.85)
@@ -858,6 +963,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-per-class", type=int, default=d.pretrain_per_class)
     p.add_argument("--noise-level", type=float, default=d.noise_level,
                    help="scales the noisy regime's corruption rates (0 = none, 1 = default ~45%%, 2 = heavy)")
+    p.add_argument("--lookalike-fraction", type=float, default=d.lookalike_fraction,
+                   help="share of incremental classes in look-alike pairs (same picture or same sound as their twin)")
     p.add_argument("--workers", type=int, default=None,
                    help="rendering processes (default: up to 2); no effect on the bytes")
 
@@ -872,6 +979,7 @@ def run_cli(args: argparse.Namespace) -> int:
         n_pretrain_classes=args.pretrain_classes,
         pretrain_per_class=args.pretrain_per_class,
         noise_level=args.noise_level,
+        lookalike_fraction=args.lookalike_fraction,
     )
     if config.regime == "clean" and config.noise_level != SynthConfig.noise_level:
         log.warning("synav: --noise-level only applies to --regime noisy; ignored")

@@ -151,6 +151,20 @@ def synth_options(dataset):
 # Runs: a group is the cross product of its lists; missing lists take `defaults`
 # ------------------------------------------------------------------------------------------------
 
+def _flag(key):
+    dashed = key.replace("_", "-")
+    return f"--{dashed}"
+
+
+def synth_args(dataset):
+    """`mcil synth` flags of a synth dataset's options (key `n_classes` -> `--n-classes`); options
+    left out take mcil synth's defaults."""
+    flags = {"pretrain_classes": "--pretrain-classes"}
+    return " ".join(
+        f"{flags.get(k) or _flag(k)} {v}" for k, v in synth_options(dataset).items()
+    )
+
+
 def expand_methods(items, where, method_sets=None):
     sets = config["method_sets"] if method_sets is None else method_sets
     out = []
@@ -529,6 +543,29 @@ def train_inputs(wc):
         "cache": cache_report(wc.dataset),
         "checkpoint": checkpoint_path(),
     }
+
+
+def tune_inputs(wc):
+    """What `mcil tune` reads: its spec and the tune dataset's manifest, cache and backbone."""
+    if not config.get("tune"):
+        raise WorkflowError("snakemake tune: this config has no `tune:` section (spec, dataset); see config/default.yaml")
+    ds = config["tune"]["dataset"]
+    return {"spec": config["tune"]["spec"], **train_inputs(SimpleNamespace(dataset=ds))}
+
+
+def tune_overrides():
+    """`mcil tune` overrides: the tune dataset and backbone, then the config's `run:` keys (steps set the
+    keys they tune, and data.eval_split=val comes from the spec), quoted."""
+    ds = config["tune"]["dataset"]
+    items = {
+        "data.root": dataset_root(ds),
+        "data.cache_dir": CACHE_DIR,
+        "backbone.name": config["backbone"]["name"],
+        "backbone.checkpoint": checkpoint_path(),
+        **(DATASETS[ds].get("run") or {}),
+        **config.get("run", {}),
+    }
+    return " ".join(shlex.quote(f"{k}={_yaml_value(v)}") for k, v in items.items())
 
 
 def noisy_datasets():

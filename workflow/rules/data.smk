@@ -12,7 +12,7 @@ rule synth:
         mcil=MCIL,
         out=lambda wc: dataset_root(wc.dataset),
         regime=lambda wc: DATASETS[wc.dataset]["regime"],
-        s=lambda wc: synth_options(wc.dataset),
+        args=lambda wc: synth_args(wc.dataset),
     conda:
         CONDA_ENV
     log:
@@ -23,10 +23,7 @@ rule synth:
     resources:
         mem_mb=2000,
     shell:
-        "{params.mcil} synth --out {params.out} --regime {params.regime} --seed {params.s[seed]}"
-        " --n-classes {params.s[n_classes]} --train-per-class {params.s[train_per_class]}"
-        " --test-per-class {params.s[test_per_class]} --pretrain-classes {params.s[pretrain_classes]}"
-        " --pretrain-per-class {params.s[pretrain_per_class]} --noise-level {params.s[noise_level]}"
+        "{params.mcil} synth --out {params.out} --regime {params.regime} {params.args}"
         " --workers {threads} > {log} 2>&1"
 
 

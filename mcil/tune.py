@@ -1,0 +1,224 @@
+"""``mcil tune``: choose the default settings on the validation split, one step after another.
+
+Why: a benchmark's defaults decide what its comparison says, so they must be chosen on data that is
+never reported: every tune run trains on the train split minus the validation rows and is measured
+on those rows (``data.eval_split=val``, mcil/data/splits.py). Test accuracy is never read here.
+
+A spec (YAML, e.g. config/tune.yaml) has ``base`` (the ``mcil train`` overrides of every tune run:
+dataset, backbone, the default run keys), ``seeds`` and a list of ``steps``. A step sweeps one
+dotted key over candidate values for some methods, at the values chosen by the steps before it:
+
+    steps:
+      - {name: schedule, key: optim.epochs, values: [1, 2, 4, 8], methods: [mcil, finetune],
+         pick: flattened, shared: true}
+      - {name: lr, key: optim.lr, values: ["3e-4", "1e-3", "3e-3"], methods: [mcil, finetune, ...]}
+
+``pick``: ``best`` (highest mean validation score) or ``flattened`` (the smallest value whose score is
+within ``tolerance`` points of the best: where the validation curve has flattened, so more of the
+setting buys nothing). ``shared: true`` picks one value for all the step's methods (the mean over
+them); otherwise each method gets its own — every method that trains gets the same candidates, so
+none loses for lack of tuning. The score is validation AIA, or Last for one-task methods (joint).
+
+Runs go to ``OUT/runs/<step>/<method>/<key>=<value>_s<seed>/result.json`` and are skipped when
+finished (a killed tune resumes); ``OUT/selection.{md,json}`` are written last, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcil.atomic import atomic_write_text
+from mcil.errors import UserError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TuneStep", "TuneSpec", "load_spec", "pick_value", "run_tune", "selection_markdown"]
+
+
+@dataclass(frozen=True)
+class TuneStep:
+    name: str
+    key: str
+    values: tuple[str, ...]
+    methods: tuple[str, ...]
+    pick: str = "best"          # best | flattened
+    shared: bool = False
+    tolerance: float = 1.0      # points, for pick=flattened
+
+    def __post_init__(self) -> None:
+        if self.pick not in ("best", "flattened"):
+            raise UserError(f"tune step {self.name!r}: pick must be 'best' or 'flattened', got {self.pick!r}")
+        if not self.values or not self.methods:
+            raise UserError(f"tune step {self.name!r}: needs at least one value and one method")
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    base: dict[str, Any]
+    seeds: tuple[int, ...]
+    steps: tuple[TuneStep, ...]
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-method overrides before tuning
+
+
+def _value_text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def load_spec(path: str | Path) -> TuneSpec:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tune spec {path} does not exist; pass the file with --spec (e.g. config/tune.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"base", "seeds", "steps", "fixed"}
+    if unknown:
+        raise UserError(f"{path}: unknown keys {sorted(unknown)}; allowed: base, seeds, steps, fixed")
+    steps = []
+    for i, s in enumerate(data.get("steps") or []):
+        try:
+            steps.append(TuneStep(name=s["name"], key=s["key"], values=tuple(_value_text(v) for v in s["values"]),
+                                  methods=tuple(s["methods"]), pick=s.get("pick", "best"),
+                                  shared=bool(s.get("shared", False)), tolerance=float(s.get("tolerance", 1.0))))
+        except KeyError as exc:
+            raise UserError(f"{path}: steps[{i}] lacks {exc}; each step needs name, key, values, methods") from exc
+    if not steps:
+        raise UserError(f"{path}: no steps; list at least one under `steps:`")
+    return TuneSpec(base=dict(data.get("base") or {}), seeds=tuple(int(s) for s in data.get("seeds") or [0]),
+                    steps=tuple(steps), fixed={k: dict(v) for k, v in (data.get("fixed") or {}).items()})
+
+
+def pick_value(scores: dict[str, float], values: tuple[str, ...], pick: str, tolerance: float) -> str:
+    """The chosen candidate from ``value → mean validation score`` (candidates in ``values`` order).
+
+    ``best``: the highest score (ties: the earlier candidate). ``flattened``: the first candidate whose
+    score is within ``tolerance`` of the best — for an ordered axis such as epochs, the point after
+    which the validation curve no longer rises.
+    """
+    present = [v for v in values if v in scores]
+    if not present:
+        raise UserError("tune: no finished run to choose from")
+    best = max(scores[v] for v in present)
+    if pick == "best":
+        return next(v for v in present if scores[v] == best)
+    return next(v for v in present if scores[v] >= best - tolerance)
+
+
+def _score(result: dict[str, Any]) -> float:
+    """Validation AIA; Last for a one-task run (joint), whose AIA is its only step."""
+    m = result["metrics"]
+    return float(m["last"] if len(result["accuracy_matrix"]) == 1 else m["aia"])
+
+
+def _overrides(base: dict[str, Any], extra: dict[str, Any]) -> list[str]:
+    merged = {**base, **extra}
+    return [f"{k}={_value_text(v)}" for k, v in merged.items()]
+
+
+def run_tune(spec: TuneSpec, out: Path, threads: int | None = None) -> dict[str, Any]:
+    """Run every step's grid (skipping finished runs), choose, write ``selection.{md,json}``."""
+    import torch
+
+    from mcil.config import load_config
+    from mcil.train import RESULT_FILE, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    chosen: dict[str, dict[str, str]] = {}          # method -> key -> value
+    table: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []
+    for step in spec.steps:
+        per_method: dict[str, dict[str, float]] = {}
+        for method in step.methods:
+            for value in step.values:
+                scores = []
+                for seed in spec.seeds:
+                    extra = {"method.name": method, **spec.fixed.get(method, {}), **chosen.get(method, {}),
+                             step.key: value, "train_seed": seed, "scenario.order_seed": seed}
+                    folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}"
+                    path = folder / RESULT_FILE
+                    if path.is_file():
+                        result = json.loads(path.read_text())
+                    else:
+                        cfg = load_config(None, _overrides(spec.base, extra))
+                        if cfg.data.eval_split != "val":
+                            raise UserError("tune: base must set data.eval_split=val (settings are chosen on "
+                                            "validation data, never on test)")
+                        log.info("tune %s: %s %s=%s seed %d", step.name, method, step.key, value, seed)
+                        result = train(cfg, folder)
+                    scores.append(_score(result))
+                    table.append({"step": step.name, "method": method, "key": step.key, "value": value,
+                                  "seed": seed, "val_score": _score(result),
+                                  "train_s": result["timings"]["train_s"]})
+                per_method.setdefault(method, {})[value] = sum(scores) / len(scores)
+        if step.shared:
+            mean = {v: sum(per_method[m][v] for m in step.methods) / len(step.methods) for v in step.values}
+            value = pick_value(mean, step.values, step.pick, step.tolerance)
+            for method in step.methods:
+                chosen.setdefault(method, {})[step.key] = value
+            decisions.append({"step": step.name, "key": step.key, "methods": list(step.methods), "value": value,
+                              "scores": mean, "pick": step.pick})
+        else:
+            for method in step.methods:
+                value = pick_value(per_method[method], step.values, step.pick, step.tolerance)
+                chosen.setdefault(method, {})[step.key] = value
+                decisions.append({"step": step.name, "key": step.key, "methods": [method], "value": value,
+                                  "scores": per_method[method], "pick": step.pick})
+    selection = {"seeds": list(spec.seeds), "base": spec.base, "chosen": chosen, "decisions": decisions,
+                 "runs": table}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "selection.json", json.dumps(selection, indent=2) + "\n")
+    atomic_write_text(out / "selection.md", selection_markdown(selection))
+    return selection
+
+
+def selection_markdown(selection: dict[str, Any]) -> str:
+    """One table per step: validation score per (method, candidate), the chosen value in bold."""
+    lines = ["# Settings chosen on the validation split", "",
+             f"Validation AIA (Last for one-task runs) over seeds {selection['seeds']}; test accuracy is never "
+             "read. `mcil tune` (docs/tuning.md).", ""]
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for d in selection["decisions"]:
+        steps.setdefault(d["step"], []).append(d)
+    for name, decisions in steps.items():
+        key = decisions[0]["key"]
+        values = list(decisions[0]["scores"])
+        lines += [f"## {name}: `{key}` ({decisions[0]['pick']})", "",
+                  "| methods | " + " | ".join(values) + " | chosen |",
+                  "|---|" + "---|" * (len(values) + 1)]
+        for d in decisions:
+            cells = [f"**{d['scores'][v]:.1f}**" if v == d["value"] else f"{d['scores'][v]:.1f}" for v in values]
+            lines.append(f"| {', '.join(d['methods'])} | " + " | ".join(cells) + f" | {d['value']} |")
+        lines.append("")
+    lines += ["## Chosen", "", "| method | settings |", "|---|---|"]
+    for method, keys in selection["chosen"].items():
+        lines.append(f"| {method} | " + ", ".join(f"`{k}={v}`" for k, v in keys.items()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", required=True, help="tune spec YAML (config/tune.yaml)")
+    p.add_argument("--out", default="results/tune", help="runs/ and selection.{md,json} go here")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("overrides", nargs="*", help="extra `mcil train` overrides for every tune run (e.g. paths)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    if args.overrides:
+        extra = dict(item.split("=", 1) for item in args.overrides)
+        spec = TuneSpec(base={**spec.base, **extra}, seeds=spec.seeds, steps=spec.steps, fixed=spec.fixed)
+    selection = run_tune(spec, Path(args.out), threads=args.threads)
+    for method, keys in selection["chosen"].items():
+        log.info("chosen for %s: %s", method, ", ".join(f"{k}={v}" for k, v in keys.items()))
+    return 0

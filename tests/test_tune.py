@@ -1,0 +1,79 @@
+"""mcil tune: steps run on the validation split only, picks follow the rule, a finished tune is reused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from mcil import tune
+from mcil.errors import UserError
+
+
+def test_pick_best_and_flattened():
+    scores = {"1": 60.0, "2": 70.5, "4": 71.0, "8": 70.8}
+    values = ("1", "2", "4", "8")
+    assert tune.pick_value(scores, values, "best", 1.0) == "4"
+    assert tune.pick_value(scores, values, "flattened", 1.0) == "2"     # within 1 point of the best
+    assert tune.pick_value(scores, values, "flattened", 0.1) == "4"
+    assert tune.pick_value({"a": 5.0, "b": 5.0}, ("a", "b"), "best", 1.0) == "a"   # ties: the earlier one
+
+
+def _spec(tmp_path, tiny_env, **base):
+    spec = {
+        "base": {**dict(o.split("=", 1) for o in tiny_env.overrides()), "data.val_per_class": 2,
+                 "data.eval_split": "val", "optim.epochs": 1, **base},
+        "seeds": [0],
+        "steps": [
+            {"name": "schedule", "key": "optim.epochs", "values": [1, 2], "methods": ["finetune", "lwf"],
+             "pick": "flattened", "shared": True, "tolerance": 100.0},
+            {"name": "lr", "key": "optim.lr", "values": ["1e-4", "1e-1"], "methods": ["finetune"]},
+        ],
+    }
+    import yaml
+
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_tune_runs_on_validation_and_chooses_in_order(tmp_path, tiny_env):
+    out = tmp_path / "out"
+    parser = argparse.ArgumentParser()
+    tune.configure_parser(parser)
+    assert tune.run_cli(parser.parse_args(["--spec", str(_spec(tmp_path, tiny_env)), "--out", str(out)])) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    # tolerance 100: the first epoch count is "flattened" for both methods, and lr is tuned at it.
+    assert sel["chosen"]["finetune"]["optim.epochs"] == "1" and sel["chosen"]["lwf"]["optim.epochs"] == "1"
+    assert sel["chosen"]["finetune"]["optim.lr"] in ("1e-4", "1e-1")
+    lr_runs = [r for r in sel["runs"] if r["step"] == "lr"]
+    best = max(lr_runs, key=lambda r: r["val_score"])
+    assert sel["chosen"]["finetune"]["optim.lr"] == best["value"]
+    for result in out.glob("runs/**/result.json"):
+        r = json.loads(result.read_text())
+        assert r["dataset"]["eval_split"] == "val" and r["dataset"]["n_test"] == 2 * r["dataset"]["n_classes"]
+    lr_run = json.loads((out / "runs/lr/finetune/optim.lr=1e-1_s0/result.json").read_text())
+    assert lr_run["resolved_config"]["optim"]["epochs"] == 1    # the schedule step's choice carried over
+    md = (out / "selection.md").read_text()
+    assert "## lr: `optim.lr` (best)" in md and "| finetune |" in md
+    # A second call reuses every finished run (no training) and writes the same selection.
+    mtimes = {p: p.stat().st_mtime for p in out.glob("runs/**/result.json")}
+    tune.run_tune(tune.load_spec(_spec(tmp_path, tiny_env)), out)
+    assert {p: p.stat().st_mtime for p in out.glob("runs/**/result.json")} == mtimes
+    assert json.loads((out / "selection.json").read_text())["chosen"] == sel["chosen"]
+
+
+def test_tune_refuses_to_choose_on_test(tmp_path, tiny_env):
+    spec = tune.load_spec(_spec(tmp_path, tiny_env, **{"data.eval_split": "test"}))
+    with pytest.raises(UserError, match="data.eval_split=val"):
+        tune.run_tune(spec, tmp_path / "out")
+
+
+def test_bad_spec_names_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps:\n  - {name: x, key: optim.lr}\n")
+    with pytest.raises(UserError, match=r"steps\[0\] lacks 'values'"):
+        tune.load_spec(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        tune.load_spec(tmp_path / "nope.yaml")

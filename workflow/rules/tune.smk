@@ -1,0 +1,28 @@
+# `snakemake tune --cores 1 --resources gpu=1`: the default settings chosen on the validation split
+# (`mcil tune`, steps in config/tune.yaml, docs/tuning.md). Never part of the default target: its chosen
+# values are written into config/default.yaml (`run:`, `method_run:`), which the main runs use.
+
+
+rule tune:
+    """Run the tune steps on the validation split and write the selection table."""
+    input:
+        unpack(tune_inputs),
+    output:
+        selection=report("results/tune/selection.md", caption="../report/tune.rst", category="Tuning"),
+        selection_json="results/tune/selection.json",
+    params:
+        mcil=MCIL,
+        out=lambda wc, output: os.path.dirname(output.selection_json),
+        overrides=lambda wc: tune_overrides(),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/tune/tune.log",
+    benchmark:
+        "benchmarks/tune/tune.tsv"
+    threads: 1
+    resources:
+        gpu=config["train"]["gpus"],
+        mem_mb=config["train"]["mem_mb"],
+    shell:
+        "{params.mcil} tune --spec {input.spec} --out {params.out} --threads {threads} {params.overrides} > {log} 2>&1"
