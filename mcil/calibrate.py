@@ -244,6 +244,29 @@ def _by_kind(correct: torch.Tensor, kinds: Sequence[str]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------
 # One dataset
 # ------------------------------------------------------------------------------------------------
+def _load_cached(root: Path, split: str, spec: Any, cache_dir: str | Path) -> Any:
+    """The split from the tensor cache; built from the media on first use, like the trainer does."""
+    from mcil.data.cache import cache_path, load_split
+    from mcil.data.manifest import read_manifest
+    from mcil.errors import DataError
+
+    if cache_path(cache_dir, read_manifest(root, check_files=False), split, spec).exists():
+        return load_split(root, split, spec, cache_dir)
+    fix = (
+        f"mcil cache --data {root} --cache-dir {cache_dir} --splits train test --image-size {spec.image_size}"
+        f" --image-resize {spec.image_resize} --sample-rate {spec.audio_sample_rate}"
+        f" --num-samples {spec.audio_num_samples} --audio-scale {spec.audio_scale}"
+        f" --image-mean {' '.join(f'{v:g}' for v in spec.image_mean)}"
+        f" --image-std {' '.join(f'{v:g}' for v in spec.image_std)}"
+    )
+    log.info("no tensor cache of %s/%s under %s: decoding the media now (build it ahead with `%s`)",
+             root, split, cache_dir, fix)
+    try:
+        return load_split(root, split, spec, cache_dir)
+    except DataError as exc:
+        raise DataError(f"{exc}; the tensor cache of split {split!r} is missing too: build it with `{fix}`") from exc
+
+
 @torch.no_grad()
 def _zeroshot(backbone: Any, manifest: Any, split: Any, image: torch.Tensor, audio: torch.Tensor,
               options: CalibrateOptions) -> dict[str, torch.Tensor]:
@@ -272,7 +295,6 @@ def calibrate_dataset(
     """Every calibration number of one dataset folder (train and test splits from the tensor cache).
 
     Returns a JSON-ready dict (see :func:`calibration_markdown` for its layout)."""
-    from mcil.data.cache import load_split
     from mcil.data.manifest import read_manifest
     from mcil.errors import DataError
     from mcil.features import frozen_embeddings
@@ -282,7 +304,7 @@ def calibrate_dataset(
     root = Path(root)
     manifest = read_manifest(root, check_files=False)
     spec = backbone.preprocess
-    splits = {s: load_split(root, s, spec, cache_dir) for s in ("train", "test")}
+    splits = {s: _load_cached(root, s, spec, cache_dir) for s in ("train", "test")}
     emb = {s: {t: frozen_embeddings(backbone, sp, t, device, cache_dir) for t in ("image", "audio")}
            for s, sp in splits.items()}
     test, train = splits["test"], splits["train"]
