@@ -281,8 +281,9 @@ def _zeroshot(backbone: Any, manifest: Any, split: Any, image: torch.Tensor, aud
     n = len(split)
     batch = Batch(labels=split.labels, has_image=split.has_image, has_audio=split.has_audio,
                   index=torch.arange(n), image_emb=image, audio_emb=audio)
-    pred = learner.predict(batch, classes)
-    return {k: cand[pred.by_modality[k].argmax(dim=1)] == split.labels for k in FEATURES}
+    device = next(backbone.parameters()).device
+    pred = learner.predict(batch.to(device), classes)
+    return {k: cand[pred.by_modality[k].argmax(dim=1).cpu()] == split.labels for k in FEATURES}
 
 
 def calibrate_dataset(
