@@ -197,13 +197,19 @@ def within_between_cosine(x: torch.Tensor, y: torch.Tensor) -> tuple[float, floa
     x (N, D), y (N,). Pairs are unordered and each counts once (pair-weighted, not class-weighted).
     NaN where no such pair exists. A class-incremental benchmark wants within ≫ between.
     """
+    # Σ_{i≠j, same class} z_i·z_j = Σ_c (|s_c|² − n_c) for unit rows z and class sums s_c: O(N·D), no N×N gram.
     z = F.normalize(x.double(), dim=-1)
-    gram = z @ z.t()
-    same = y.unsqueeze(0) == y.unsqueeze(1)
-    off = ~torch.eye(len(y), dtype=torch.bool)
-    within, between = same & off, ~same
-    w = float(gram[within].mean()) if bool(within.any()) else float("nan")
-    b = float(gram[between].mean()) if bool(between.any()) else float("nan")
+    _, inverse = torch.unique(y, return_inverse=True)
+    sums = torch.zeros(int(inverse.max()) + 1 if len(y) else 0, z.shape[1], dtype=z.dtype).index_add_(0, inverse, z)
+    counts = torch.bincount(inverse, minlength=sums.shape[0]).double()
+    norms = (z * z).sum(1)  # 1, or 0 for an all-zero row
+    within_sum = float((sums * sums).sum() - norms.sum())
+    total_sum = float((z.sum(0) ** 2).sum() - norms.sum())
+    n = float(len(y))
+    within_n = float((counts * (counts - 1)).sum())
+    between_n = n * (n - 1) - within_n
+    w = within_sum / within_n if within_n else float("nan")
+    b = (total_sum - within_sum) / between_n if between_n else float("nan")
     return w, b
 
 

@@ -97,6 +97,19 @@ def test_class_means_ncm_and_within_between_cosine_on_constructed_features():
     assert ok.tolist() == [True, True, False]
 
 
+def test_within_between_cosine_equals_the_pairwise_mean():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 8, generator=g)
+    y = torch.randint(0, 4, (30,), generator=g) * 7  # labels need not be 0..C-1
+    z = torch.nn.functional.normalize(x.double(), dim=-1)
+    gram = z @ z.t()
+    same = y[:, None] == y[None, :]
+    off = ~torch.eye(30, dtype=torch.bool)
+    within, between = within_between_cosine(x, y)
+    assert within == pytest.approx(float(gram[same & off].mean()))
+    assert between == pytest.approx(float(gram[~same].mean()))
+
+
 def test_probe_separates_separable_features():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(4, 16, generator=g)
