@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("mcil.data.prepare", "turn ImageNet+ESC-50 or miniARIC folders into an mcil manifest"),
     "cache": ("mcil.data.cache", "decode a dataset once into the memory-mapped tensor cache"),
     "pretrain": ("mcil.backbones.pretrain", "contrastively pre-train the tiny tri-modal backbone on synav"),
+    "calibrate": ("mcil.calibrate", "the benchmark's calibration table: zero-shot, probes, r and gate rates of data + frozen backbone"),
     "train": ("mcil.train", "run one configuration (all tasks) and write result.json"),
     "aggregate": ("mcil.report.aggregate", "collect result.json files into tables, figures and claims.md"),
     "studies": ("mcil.report.studies", "the validation studies: check runs into tables, figures and results/checks/claims.md"),

@@ -34,7 +34,7 @@ from PIL import Image
 
 from mcil.errors import DataError
 
-__all__ = ["image_features", "audio_features", "ridge_fit", "linear_probe", "main"]
+__all__ = ["image_features", "audio_features", "ridge_fit", "ridge_probe", "linear_probe", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,14 @@ def _standardise(blocks_train: list[np.ndarray], blocks_test: list[np.ndarray]) 
     return np.hstack(out_train), np.hstack(out_test)
 
 
-def _probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-           n_classes: int) -> tuple[np.ndarray, float]:
-    """Per-test-sample correctness and the chosen penalty."""
+def ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                n_classes: int) -> tuple[np.ndarray, float]:
+    """Ridge probe: penalty chosen on every 5th train row, refitted on all train rows, scored on test.
+
+    x_train (N, F), y_train (N,) int in [0, n_classes), x_test (M, F), y_test (M,) →
+    ((M,) bool per-test-sample correctness, the chosen penalty). Also used by ``mcil calibrate``
+    on frozen backbone features.
+    """
     onehot = np.eye(n_classes)[y_train]
     hold = np.arange(len(y_train)) % 5 == 0
     best_lam, best_acc = _LAMBDAS[0], -1.0
@@ -192,7 +197,7 @@ def linear_probe(root: str | Path) -> dict[str, Any]:
         ("both", [img_tr, aud_tr], [img_te, aud_te]),
     ):
         x_tr, x_te = _standardise(blocks_tr, blocks_te)
-        correct, lam = _probe(x_tr, y_train, x_te, y_test, len(labels))
+        correct, lam = ridge_probe(x_tr, y_train, x_te, y_test, len(labels))
         result[name] = 100.0 * float(correct.mean())
         result["lambda"][name] = lam
         if name == "both":
