@@ -353,7 +353,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy submodules: ``mcil.metrics.compat`` and ``mcil.metrics.paper`` (the latter imports torch)."""
-    if name in ("compat", "paper"):
+    """Lazy submodules: ``compat``, ``paper`` and ``ours`` (the last two import torch)."""
+    if name in ("compat", "paper", "ours"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
