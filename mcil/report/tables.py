@@ -9,7 +9,10 @@ Every table is computed in two steps, both pure functions of DataFrames:
 
 Tables (which runs each one reads):
 
-- ``main``: every method in the main setting (th = default, α = default): AIA, last, M1, M2;
+- ``main``: every method in the main setting (th = default, α = default): AIA, last, forgetting,
+  forgetting beyond zero-shot (``forgetting_beyond_zs``: what training adds to the forgetting that
+  label-space growth alone causes), the paper's M1/M2 and our informative variants (M1 ours,
+  M2 ours; docs/metrics.md §6);
 - ``ablation``: ``mcil`` and its presets (``mcil-*``) in the main setting, with ``Δ AIA`` vs mcil,
   for each (dataset, T) that has at least two of them;
 - ``threshold``: ``mcil`` at α = default over its th values (AIA, last, fusion rate);
@@ -62,7 +65,11 @@ METRIC_LABELS = {
     "delta_aia": "Δ AIA",
     "fusion_rate": "Fusion rate",
     "forgetting": "Forgetting",
+    "forgetting_beyond_zs": "Forgetting − ZS",
+    "m1_ours": "M1 ours (weighted)",
+    "m2_ours": "M2 ours (CKA)",
 }
+MAIN_METRICS = ["aia", "last", "forgetting", "forgetting_beyond_zs", "m1", "m2", "m1_ours", "m2_ours"]
 COLUMNS = ["dataset", "T"]
 
 
@@ -147,7 +154,7 @@ def _order_rows(summary: pd.DataFrame, row: str) -> pd.DataFrame:
 
 def main_summary(runs: pd.DataFrame, default_th: str, default_alpha: float) -> pd.DataFrame:
     sel = main_setting(runs, default_th, default_alpha)
-    return _order_rows(summarise(sel, ["method", *COLUMNS], ["aia", "last", "m1", "m2"]), "method")
+    return _order_rows(summarise(sel, ["method", *COLUMNS], MAIN_METRICS), "method")
 
 
 def ablation_summary(runs: pd.DataFrame, default_th: str, default_alpha: float) -> pd.DataFrame:
@@ -203,7 +210,7 @@ def format_pm(mean: float, std: float, digits: int = 2) -> str:
 
 
 def _metric_digits(metric: str) -> int:
-    return 3 if metric in ("m2", "fusion_rate") else 2  # M1 is on the percent scale, M2 a fraction
+    return 3 if metric in ("m2", "m2_ours", "fusion_rate") else 2  # M1 is on the percent scale, M2 a fraction
 
 
 def wide(summary: pd.DataFrame, row: str) -> pd.DataFrame:
@@ -269,7 +276,8 @@ def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
 
 TABLE_SPECS = {
     # name: (summary function, row key, caption)
-    "main": (main_summary, "method", "Average incremental accuracy (AIA), last accuracy and the paper's M1/M2, mean ± std over seeds"),
+    "main": (main_summary, "method", "AIA, last accuracy, forgetting, forgetting beyond zero-shot (Forgetting − ZS), "
+             "the paper's M1/M2 and our variants (M1/M2 ours; docs/metrics.md §6), mean ± std over seeds"),
     "ablation": (ablation_summary, "method", "Ablations and variants of MCIL (Δ AIA: paired difference to mcil)"),
     "threshold": (threshold_summary, "th", "Masking threshold th of MCIL"),
     "alpha": (alpha_summary, "alpha", "Loss weight α of MCIL"),

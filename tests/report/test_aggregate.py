@@ -161,3 +161,19 @@ def test_default_th_label_follows_the_fusion_default():
 
     assert aggregate.default_th_label() == aggregate.th_label(
         {"gate": FusionConfig.gate, "th": FusionConfig.th}) == "always"
+
+
+def test_forgetting_beyond_zero_shot_pairs_on_dataset_T_and_seed(runs_root):
+    # zero-shot forgets 9 and 5 points (seeds 0, 1) from label-space growth alone
+    for seed, f in enumerate([9.0, 5.0]):
+        write_run(runs_root, method="zeroshot", seed=seed, forgetting=f)
+    for seed, f in enumerate([17.5, 6.0, 30.0]):
+        write_run(runs_root, method="finetune", seed=seed, forgetting=f)
+    write_run(runs_root, method="finetune", T=3, seed=0, acc=[90.0, 80.0, 70.0], forgetting=12.0)
+    runs, _ = aggregate.load_runs([runs_root])
+    got = runs.set_index(["method", "T", "seed"])["forgetting_beyond_zs"]
+    assert got[("finetune", 2, 0)] == pytest.approx(8.5)
+    assert got[("finetune", 2, 1)] == pytest.approx(1.0)
+    assert pd.isna(got[("finetune", 2, 2)])  # no zero-shot run with seed 2
+    assert pd.isna(got[("finetune", 3, 0)])  # nor at T = 3
+    assert got[("zeroshot", 2, 0)] == 0.0

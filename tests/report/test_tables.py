@@ -51,7 +51,8 @@ def test_main_table_mean_std_by_hand(runs):
     assert ft["std"] == pytest.approx(math.sqrt(8.0))  # values 40, 44
     # sweeps and other T are not in the main table's T=2 cells; the T=3 run is its own column
     assert _cell(s, method="mcil", T=3, metric="aia")["n"] == 1
-    assert set(s["metric"]) == {"aia", "last", "m1", "m2"}
+    # no zero-shot run and no "ours" values in these runs: those columns are left out
+    assert set(s["metric"]) == {"aia", "last", "forgetting", "m1", "m2"}
 
     wide = tables.wide(s, "method")
     assert list(wide.index) == ["mcil", "mcil-no-aavfm", "finetune"]  # mcil, presets, then the others
@@ -104,7 +105,7 @@ def test_renderers(runs):
     assert md.startswith("## Main\n")
     assert "| mcil | 74.00 ± 2.00 |" in md
     tex = tables.to_latex(wide, "Main", "tab:main")
-    assert r"74.00 $\pm$ 2.00" in tex and r"\begin{tabular}{lcccccccc}" in tex
+    assert r"74.00 $\pm$ 2.00" in tex and r"\begin{tabular}{lcccccccccc}" in tex
     assert "no runs" in tables.to_latex(pd.DataFrame(), "Empty")
     assert "_No runs for this table._" in tables.to_markdown(pd.DataFrame(), "Empty")
 
