@@ -351,6 +351,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "default: names containing 'noisy' or 'aric')")
     p.add_argument("--tolerance", type=float, default=2.0, help="± points around the paper's headline numbers")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    p.add_argument("--expected-methods", nargs="*", default=None, metavar="DATASET:T:METHOD",
+                   help="the configured (dataset, T, method) cells of the main setting, or @file.json (a list of "
+                        "{dataset, T, method}); a claim over every baseline needs every configured baseline on its "
+                        "dataset and T, else it is 'partial' (default: mcil's registry baseline list)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -372,7 +376,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if noisy is not None:
         noisy = [d for d in noisy if d != "none"]
     settings = claims.ClaimSettings(
-        default_th=th, default_alpha=alpha, tolerance=args.tolerance, confidence=args.confidence, noisy=noisy
+        default_th=th, default_alpha=alpha, tolerance=args.tolerance, confidence=args.confidence, noisy=noisy,
+        expected=claims.parse_expected(getattr(args, "expected_methods", None)),
     )
     claims.write_claims(runs, out, settings)
     log.info("aggregated %d runs into %s and %s", len(runs), out, args.figures)

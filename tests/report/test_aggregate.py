@@ -125,7 +125,9 @@ def test_cli_writes_every_output(runs_root, tmp_path):
     out, figs = tmp_path / "results", tmp_path / "figures"
     parser = argparse.ArgumentParser()
     aggregate.configure_parser(parser)
-    args = parser.parse_args(["--runs", str(runs_root), "--out", str(out), "--figures", str(figs), "--noisy", "none"])
+    args = parser.parse_args(["--runs", str(runs_root), "--out", str(out), "--figures", str(figs), "--noisy", "none",
+                              "--default-th", "0.8", "--expected-methods", "synav-clean:2:mcil",
+                              "synav-clean:2:finetune", "synav-clean:2:lwf"])
     assert aggregate.run_cli(args) == 0
 
     runs = pd.read_csv(out / "all_runs.csv")
@@ -139,6 +141,8 @@ def test_cli_writes_every_output(runs_root, tmp_path):
             assert (figs / f"{name}.{ext}").stat().st_size > 0
     claims = (out / "claims.md").read_text()
     assert "C1: MCIL has a higher AIA than every baseline" in claims
+    assert "**partial** (against 1 of 2 configured baselines" in claims
+    assert "missing: lwf (configured, no result)" in claims
     assert (out / "claims.csv").is_file()
 
 
