@@ -19,7 +19,7 @@ IMG = [[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]
 @pytest.mark.parametrize("D, value", [(128, 1.0024), (512, 1.0005)])
 def test_paper_nmi_is_a_constant_on_normalised_features(D, value):
     """The official NMI cannot tell x from an independent y or from −x on L2-normalised features
-    (docs/metrics.md §6): all three are 1 + O(1/D). Pinned to 4 decimals, so a change of the
+    (docs/metrics.md §5): all three are 1 + O(1/D). Pinned to 4 decimals, so a change of the
     estimator (or of the normalisation the trainer feeds it) fails here."""
     r = ours.nmi_degeneracy(D=D, B=256, seed=0)
     for key in ("nmi_self", "nmi_independent", "nmi_negated"):

@@ -1,7 +1,7 @@
 """Metric variants of **ours** (not the paper's): what M1/M2 would need to carry information.
 
 The paper's M1 and M2 (:mod:`mcil.metrics.paper`) stay exactly as the official code computes
-them. Examined on generated features (``docs/metrics.md`` §6), two of their parts say almost
+them. Examined on generated features (``docs/metrics.md`` §5), two of their parts say almost
 nothing:
 
 - **M2's fusion half is a constant.** On L2-normalised features every entry is O(1/√D), so each

@@ -183,7 +183,7 @@ def run_row(result: dict[str, Any], run_dir: str | None = None) -> dict[str, Any
     row.update(flatten(compat, "compat"))
     for name, candidates in M_KEYS.items():
         row[name] = next((row[c] for c in candidates if row.get(c) is not None), None)
-    # ours (docs/metrics.md §6), never the paper's: informative replacements of M1's and M2's weak halves
+    # ours (docs/metrics.md §5), never the paper's: informative replacements of M1's and M2's weak halves
     row["m1_ours"] = row.get("paper.ours.m1_ours_weighted")
     row["m2_ours"] = row.get("paper.ours.m2_ours_cka")
     steps = result.get("fusion", {}).get("per_step", [])

@@ -114,7 +114,7 @@ PAPER_METRICS = {
     "paper.full.m1": "M1 (full)",
     "paper.official.m2": "M2 (official)",
     "paper.full.m2": "M2 (full)",
-    # ours (mcil.metrics.ours, docs/metrics.md §6), never the paper's
+    # ours (mcil.metrics.ours, docs/metrics.md §5), never the paper's
     "paper.ours.m1_ours_weighted": "M1 ours (weighted)",
     "paper.ours.m2_ours_cka": "M2 ours (CKA)",
     "paper.ours.m2_ours_posterior": "M2 ours (posterior)",

@@ -12,7 +12,7 @@ Tables (which runs each one reads):
 - ``main``: every method in the main setting (th = default, α = default): AIA, last, forgetting,
   forgetting beyond zero-shot (``forgetting_beyond_zs``: what training adds to the forgetting that
   label-space growth alone causes), the paper's M1/M2 and our informative variants (M1 ours,
-  M2 ours; docs/metrics.md §6);
+  M2 ours; docs/metrics.md §5);
 - ``ablation``: ``mcil`` and its presets (``mcil-*``) in the main setting, with ``Δ AIA`` vs mcil,
   for each (dataset, T) that has at least two of them;
 - ``threshold``: ``mcil`` at α = default over its th values (AIA, last, fusion rate);
@@ -281,7 +281,7 @@ def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
 TABLE_SPECS = {
     # name: (summary function, row key, caption)
     "main": (main_summary, "method", "AIA, last accuracy, forgetting, forgetting beyond zero-shot (Forgetting − ZS), "
-             "the paper's M1/M2 and our variants (M1/M2 ours; docs/metrics.md §6), mean ± std over seeds"),
+             "the paper's M1/M2 and our variants (M1/M2 ours; docs/metrics.md §5), mean ± std over seeds"),
     "ablation": (ablation_summary, "method", "Ablations and variants of MCIL (Δ AIA: paired difference to mcil)"),
     "threshold": (threshold_summary, "th", "Masking threshold th of MCIL"),
     "alpha": (alpha_summary, "alpha", "Loss weight α of MCIL"),

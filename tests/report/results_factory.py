@@ -40,7 +40,7 @@ def make_result(
     """A valid result whose accuracy after task t (over all seen classes) is ``acc[t]``.
 
     ``forgetting`` defaults to ``acc[0] − acc[-1]``; ``m1_ours`` / ``m2_ours`` fill
-    ``metrics.paper.ours`` (our variants, docs/metrics.md §6). Every task has the same number of test samples and the matrix row t is constant over the seen
+    ``metrics.paper.ours`` (our variants, docs/metrics.md §5). Every task has the same number of test samples and the matrix row t is constant over the seen
     tasks, so the sample-weighted seen accuracy of row t is exactly ``acc[t]`` and AIA = mean(acc).
     """
     acc = list(acc if acc is not None else [80.0 - 10.0 * t for t in range(T)])
