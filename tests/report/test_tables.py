@@ -125,7 +125,7 @@ def test_reproduced_table_sources_and_ours(runs_root):
     mini = t[(t.index == "mcil") & (t["setting"] == "miniARIC")].iloc[0]
     half = 4.302652729749462 * 2.0 / math.sqrt(3)
     assert mini["reported"] == "67.76" and "2506.09999" in mini["source"]
-    assert mini["ours"] == f"T=5: 68.00 [{68 - half:.2f}, {68 + half:.2f}] (n=3)"
+    assert mini["ours"] == f"mcil T=5: 68.00 [{68 - half:.2f}, {68 + half:.2f}] (n=3)"
     esc = t[(t.index == "mcil") & (t["setting"] == "ImageNet-ESC-19")].iloc[0]
     assert esc["ours"].startswith("not run here (needs imagenet-esc-19")
     moe = t.loc["moe-adapters"]
