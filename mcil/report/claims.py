@@ -60,6 +60,7 @@ __all__ = [
     "render_markdown",
     "write_claims",
     "verdict_counts",
+    "upper_bound_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -631,11 +632,51 @@ def render_markdown(table: pd.DataFrame, not_here: list[str], runs: pd.DataFrame
         out.append("")
     if not table.empty:
         out += [f"Verdicts: {verdict_counts(table)}.", ""]
+    upper = upper_bound_rows(runs, s)
+    if upper:
+        out += ["## Reference: joint training (upper bound), on last accuracy", "",
+                f"| Dataset | T | joint last [{conf} CI] | best incremental method | its last [{conf} CI] | joint above it |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {u['dataset']} | {u['T']} | {_interval(*u['joint'])} | {u['best']} | {_interval(*u['best_last'])} | "
+                f"{u['above']} |" for u in upper]
+        out.append("")
     lines = [f"{r.claim} {r.text} on {r.dataset} T={int(r.T)}: {r.verdict}" for r in skipped.itertuples(index=False)]
     not_here = lines + list(not_here)
     if not_here:
         out += ["## Not evaluated", ""] + [f"- {line}" for line in not_here] + [""]
     return "\n".join(out)
+
+
+def upper_bound_rows(runs: pd.DataFrame, s: ClaimSettings) -> list[dict[str, Any]]:
+    """Joint training against the incremental methods on **last** accuracy (not AIA: joint has one
+    step over all classes, AIA also averages the easier early steps), per dataset and T, main setting.
+
+    One row per (dataset, T) with a joint run: joint's last [CI], the incremental method with the
+    highest mean last [CI], and whether joint is above it (its interval above the method's mean).
+    """
+    if runs.empty or "last" not in runs:
+        return []
+    sel = runs[(runs["th"].astype(str) == str(s.default_th)) & np.isclose(runs["alpha"].astype(float), s.default_alpha)]
+    out = []
+    for (dataset, T), g in sel.groupby(["dataset", "T"]):
+        j = pd.to_numeric(g.loc[g["method"].isin(UPPER_BOUNDS), "last"], errors="coerce").dropna()
+        others = g[~g["method"].isin(UPPER_BOUNDS)]
+        if j.empty or others.empty:
+            continue
+        means = others.groupby("method")["last"].apply(lambda x: pd.to_numeric(x, errors="coerce").mean()).dropna()
+        if means.empty:
+            continue
+        best = str(means.idxmax())
+        jm, jlo, jhi = mean_ci(j.to_numpy(), s.confidence)
+        bm, blo, bhi = mean_ci(pd.to_numeric(others.loc[others["method"] == best, "last"], errors="coerce").dropna(),
+                               s.confidence)
+        if math.isnan(jlo):
+            above = "one joint seed: no interval"
+        else:
+            above = "yes" if jlo > bm else ("no" if jhi < bm else "within the interval")
+        out.append({"dataset": dataset, "T": int(T), "joint": (jm, jlo, jhi), "best": best, "best_last": (bm, blo, bhi),
+                    "above": above})
+    return out
 
 
 def verdict_counts(table: pd.DataFrame) -> str:

@@ -241,3 +241,22 @@ def test_inconclusive_directional_claim_states_power(runs_root):
     assert c2["verdict"] == INCONCLUSIVE
     assert f"|effect| ≥ {claims.mde(2.0, 3):.2f}" in c2["note"]
     assert f"needs {claims.seeds_for_power(1.0, 2.0)} seeds" in c2["note"]
+
+
+def test_joint_is_compared_on_last_accuracy(runs_root, tmp_path):
+    import json
+
+    from results_factory import make_result, run_dir
+
+    for seed, (m_last, j) in enumerate([(60.0, 90.0), (62.0, 92.0)]):
+        write_run(runs_root, method="mcil", seed=seed, acc=[95.0, m_last])  # last 60, 62 far below joint; AIA would mix in step 1
+        folder = run_dir(runs_root, "synav-clean", "joint", 2, "0.8", 0.7, seed)
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(make_result(method="joint", T=1, seed=seed, acc=[j])))
+    runs, _ = aggregate.load_runs([runs_root])
+    rows = claims.upper_bound_rows(runs, ClaimSettings(default_th="0.8"))
+    assert len(rows) == 1 and rows[0]["best"] == "mcil"
+    assert rows[0]["joint"][0] == pytest.approx(91.0) and rows[0]["best_last"][0] == pytest.approx(61.0)
+    assert rows[0]["above"] == "yes"
+    md = claims.write_claims(runs, tmp_path, ClaimSettings(default_th="0.8", noisy=[]))[0].read_text()
+    assert "## Reference: joint training (upper bound), on last accuracy" in md
