@@ -168,3 +168,15 @@ def test_lower_triangle_to_matrix():
 def test_lazy_submodules():
     assert m.compat.continuum_1_2_7 is not None
     assert callable(m.paper.mutual_information)
+
+
+def test_forgetting_beyond_zero_shot_on_a_hand_computed_matrix():
+    # trained: F_3 = ((90 − 60) + (80 − 75)) / 2 = 17.5
+    A = m.lower_triangle_to_matrix([[90.0], [70.0, 80.0], [60.0, 75.0, 85.0]])
+    # frozen zero-shot, same order: F_3 = ((50 − 35) + (45 − 42)) / 2 = 9 from label-space growth alone
+    Z = m.lower_triangle_to_matrix([[50.0], [40.0, 45.0], [35.0, 42.0, 48.0]])
+    assert m.forgetting_beyond_reference(A, Z) == pytest.approx(17.5 - 9.0)
+    assert m.forgetting_beyond_reference(Z, Z) == 0.0
+    assert math.isnan(m.forgetting_beyond_reference([[50.0]], [[40.0]]))
+    with pytest.raises(m.MetricInputError, match="same T"):
+        m.forgetting_beyond_reference(A, [[50.0]])

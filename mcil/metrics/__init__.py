@@ -46,6 +46,7 @@ __all__ = [
     "bwt_per_step",
     "bwt",
     "fwt",
+    "forgetting_beyond_reference",
     "check_acc_steps",
     "summarise",
     "per_step",
@@ -271,6 +272,23 @@ def fwt(A: ArrayLike, A0: ArrayLike) -> float:
     return float(np.mean(terms))
 
 
+def forgetting_beyond_reference(A: ArrayLike, A_ref: ArrayLike) -> float:
+    """Forgetting caused by training: ``forgetting(A) − forgetting(A_ref)`` (percent points).
+
+    ``A_ref`` ``(T, T)`` is the frozen zero-shot model's matrix on the same class order and test
+    split. A model that learns nothing still "forgets": its accuracy on task j drops as later
+    classes join the label space it must choose from. Subtracting that reference leaves the
+    forgetting that training adds (negative: training protects old tasks better than a frozen
+    model). ``T = 1`` -> nan.
+    """
+    M, R = as_accuracy_matrix(A), as_accuracy_matrix(A_ref, "A_ref")
+    if M.shape != R.shape:
+        raise MetricInputError(
+            f"A_ref: the reference run has shape {R.shape}, this run {M.shape}; compare runs with the same T"
+        )
+    return forgetting(M) - forgetting(R)
+
+
 # --------------------------------------------------------------------------------------------
 # Summary
 # --------------------------------------------------------------------------------------------
@@ -353,7 +371,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy submodules: ``mcil.metrics.compat`` and ``mcil.metrics.paper`` (the latter imports torch)."""
-    if name in ("compat", "paper"):
+    """Lazy submodules: ``compat``, ``paper`` and ``ours`` (the last two import torch)."""
+    if name in ("compat", "paper", "ours"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -449,6 +449,7 @@ def paper_metrics(
     last_batch_size: int,
     acc_steps: ArrayLike | None = None,
     A0: ArrayLike | None = None,
+    posteriors: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Both variants of M1/M2 from the trainer's raw record, JSON-safe (nan -> None).
 
@@ -461,8 +462,12 @@ def paper_metrics(
     - ``acc_steps``: if given, cross-checked against ``A`` and ``n``. ``A0`` is accepted so the
       whole record can be passed, and ignored (neither variant uses GEM's FWT).
 
-    Returns ``{"official": {...}, "full": {...}, "notes": [...]}`` (result keys: see
-    :func:`m1_m2_from_inputs`); ``notes`` says why a value is ``None``.
+    - ``posteriors``: optional ``{'image', 'audio', 'fused'}`` -> ``(N, C)`` class posteriors
+      (for our ``m2_ours_posterior``; the trainer does not pass them yet).
+
+    Returns ``{"official": {...}, "full": {...}, "notes": [...], "ours": {...}}`` (result keys:
+    see :func:`m1_m2_from_inputs`; ``ours``: :func:`mcil.metrics.ours.ours_metrics`, our variants,
+    never the paper's); ``notes`` says why a value is ``None``.
     """
     M = as_accuracy_matrix(A)
     T = M.shape[0]
@@ -503,4 +508,7 @@ def paper_metrics(
     full = m1_m2_from_inputs(
         M, n, text if img_full is not None else None, img_full, *nmi_all, variant="full"
     )
-    return json_safe({"official": official, "full": full, "notes": notes})
+    from mcil.metrics.ours import ours_metrics
+
+    ours = ours_metrics(official, full, feats if not missing else None, posteriors)
+    return json_safe({"official": official, "full": full, "notes": notes, "ours": ours})

@@ -41,6 +41,7 @@ __all__ = [
     "step_rows",
     "collect",
     "code_versions",
+    "add_forgetting_beyond_zs",
     "load_runs",
     "configure_parser",
     "run_cli",
@@ -53,7 +54,11 @@ RUN_DIR_RE = re.compile(
     r"(?P<dataset>[^/]+)/(?P<method>[^/]+)/T(?P<T>\d+)_th(?P<th>[^_/]+)_a(?P<alpha>[^_/]+)_s(?P<seed>\d+)(?:-(?P<hash>[0-9a-f]{8}))?$"
 )
 IDENTITY = ["dataset", "method", "T", "th", "alpha", "seed"]
-CORE_METRICS = ["aia", "aia_task_balanced", "last", "forgetting", "bwt", "fwt"]
+CORE_METRICS = ["aia", "aia_task_balanced", "last", "forgetting", "forgetting_beyond_zs", "bwt", "fwt"]
+# The frozen reference whose forgetting comes from label-space growth alone (docs/metrics.md §2.1).
+ZERO_SHOT = "zeroshot"
+# Same class order and test split as the run: forgetting_beyond_zs pairs on these columns (present ones).
+ZS_PAIR = ["dataset", "T", "seed", "config.scenario.order_seed", "config.scenario.order"]
 # Preferred sources of the paper's M1/M2 (first present wins): the official variant is what the
 # paper's code computes; `full` is the corrected one (docs/metrics.md).
 M_KEYS = {
@@ -178,6 +183,9 @@ def run_row(result: dict[str, Any], run_dir: str | None = None) -> dict[str, Any
     row.update(flatten(compat, "compat"))
     for name, candidates in M_KEYS.items():
         row[name] = next((row[c] for c in candidates if row.get(c) is not None), None)
+    # ours (docs/metrics.md §5), never the paper's: informative replacements of M1's and M2's weak halves
+    row["m1_ours"] = row.get("paper.ours.m1_ours_weighted")
+    row["m2_ours"] = row.get("paper.ours.m2_ours_cka")
     steps = result.get("fusion", {}).get("per_step", [])
     rates = [s.get("fusion_rate") for s in steps]
     row["fusion_rate"] = _mean(rates)
@@ -249,6 +257,26 @@ def provenance_warnings(runs: pd.DataFrame) -> list[str]:
     return messages
 
 
+def add_forgetting_beyond_zs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add ``forgetting_beyond_zs`` = forgetting − the zero-shot run's forgetting on the same dataset,
+    T, seed and class order (:data:`ZS_PAIR`; mean over duplicate zero-shot runs). The frozen
+    zero-shot model learns nothing, so its forgetting is label-space growth alone; the difference is
+    the forgetting caused by training. NaN without a matching zero-shot run."""
+    runs = runs.copy()
+    runs["forgetting_beyond_zs"] = math.nan
+    if runs.empty or "forgetting" not in runs:
+        return runs
+    keys = [k for k in ZS_PAIR if k in runs.columns]
+    f = pd.to_numeric(runs["forgetting"], errors="coerce")
+    zs = runs.assign(_f=f)[runs["method"] == ZERO_SHOT].dropna(subset=["_f"])
+    if zs.empty:
+        return runs
+    ref = zs.groupby(keys, dropna=False)["_f"].mean()
+    idx = pd.MultiIndex.from_frame(runs[keys]) if len(keys) > 1 else pd.Index(runs[keys[0]])
+    runs["forgetting_beyond_zs"] = f.to_numpy() - ref.reindex(idx).to_numpy()
+    return runs
+
+
 def collect(results: list[tuple[dict[str, Any], str | None]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parsed results (with their run folder names) → (runs, steps) DataFrames."""
     rows, steps = [], []
@@ -259,7 +287,9 @@ def collect(results: list[tuple[dict[str, Any], str | None]]) -> tuple[pd.DataFr
     runs = pd.DataFrame(rows)
     if not runs.empty:
         runs = runs.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
+        runs = add_forgetting_beyond_zs(runs)
         front = ["run", *IDENTITY, "learner", "preset", *[m for m in CORE_METRICS if m in runs], "m1", "m2",
+                 "m1_ours", "m2_ours",
                  "fusion_rate", "code_version"]
         runs = runs[[c for c in front if c in runs] + [c for c in runs.columns if c not in front]]
     runs = code_versions(runs) if not runs.empty else pd.DataFrame(columns=["run", *IDENTITY, "mixed_code", "mixed_lock"])
@@ -321,6 +351,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "default: names containing 'noisy' or 'aric')")
     p.add_argument("--tolerance", type=float, default=2.0, help="± points around the paper's headline numbers")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    p.add_argument("--expected-methods", nargs="*", default=None, metavar="DATASET:T:METHOD",
+                   help="the configured (dataset, T, method) cells of the main setting, or @file.json (a list of "
+                        "{dataset, T, method}); a claim over every baseline needs every configured baseline on its "
+                        "dataset and T, else it is 'partial' (default: mcil's registry baseline list)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -342,7 +376,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if noisy is not None:
         noisy = [d for d in noisy if d != "none"]
     settings = claims.ClaimSettings(
-        default_th=th, default_alpha=alpha, tolerance=args.tolerance, confidence=args.confidence, noisy=noisy
+        default_th=th, default_alpha=alpha, tolerance=args.tolerance, confidence=args.confidence, noisy=noisy,
+        expected=claims.parse_expected(getattr(args, "expected_methods", None)),
     )
     claims.write_claims(runs, out, settings)
     log.info("aggregated %d runs into %s and %s", len(runs), out, args.figures)

@@ -14,7 +14,13 @@ method, the threshold or α), paired by seed, on the average incremental accurac
   tolerance, *not reproduced* when the whole interval is outside it, *inconclusive* otherwise (or
   n < 2). Their effect size is against the best baseline.
 
-A claim whose runs are missing is reported as "not evaluated (runs missing: …)". A dataset
+A claim over every baseline (C1, and the margin H2) needs every *configured* baseline on that dataset
+and T (``ClaimSettings.expected``: the pipeline's configured (dataset, T, method) cells, or without
+them mcil's registry list :data:`DEFAULT_BASELINES`); with some missing and none contradicting it,
+it is **partial** with what is missing. Every inconclusive verdict states the minimum detectable
+effect at its number of seeds and the seeds that would detect the observed effect at 80 % power
+(:func:`mde`, :func:`seeds_for_power`). A claim whose runs are missing is "not evaluated (runs
+missing: …)"; claims.md lists those once, after the graded rows. A dataset
 counts as *noisy* (miniARIC-like) or *clean* (ImageNet-ESC-like) as the pipeline says
 (``--noisy``); without that, by its name.
 """
@@ -42,10 +48,19 @@ __all__ = [
     "mean_ci",
     "paired_stats",
     "directional_verdict",
+    "DEFAULT_BASELINES",
+    "PARTIAL",
+    "mde",
+    "seeds_for_power",
+    "power_note",
+    "parse_expected",
+    "required_baselines",
     "headline_verdict",
     "evaluate_claims",
     "render_markdown",
     "write_claims",
+    "verdict_counts",
+    "upper_bound_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +73,13 @@ UPPER_BOUNDS = frozenset({"joint"})
 METRIC = "aia"
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+PARTIAL = "partial"
+GRADED = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, PARTIAL)
+# mcil's configured baselines (config/default.yaml and config/paper.yaml method_sets.baselines; a test
+# keeps them equal). A claim over every baseline is partial while one of them has no runs.
+DEFAULT_BASELINES = ("zeroshot", "finetune", "lwf", "ewc", "replay", "coop", "simplecil", "ranpac", "moe-adapters",
+                     "av-concat", "joint")
+POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,10 @@ class ClaimSettings:
     tolerance: float = 2.0
     confidence: float = 0.95
     noisy: list[str] | None = None  # datasets that are noisy-like; None: guess from the name
+    # configured (dataset, T, method) cells of the main setting; None: only DEFAULT_BASELINES is known
+    expected: frozenset[tuple[str, int, str]] | None = None
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    power: float = POWER
 
     def is_noisy(self, dataset: str) -> bool:
         if self.noisy is not None:
@@ -168,6 +194,63 @@ def combine_verdicts(verdicts: list[str]) -> str:
     return INCONCLUSIVE
 
 
+def _power_factor(n: int, confidence: float, power: float) -> float:
+    """``t_{(1+c)/2, n−1} + t_{power, n−1}``: the shift, in standard errors, that a two-sided
+    t-interval at confidence c excludes 0 with probability ``power`` (normal-shift approximation)."""
+    return float(stats.t.ppf((1 + confidence) / 2, n - 1) + stats.t.ppf(power, n - 1))
+
+
+def mde(sd: float, n: int, confidence: float = 0.95, power: float = POWER) -> float:
+    """Minimum detectable effect of a paired (or one-sample) t-interval with ``n`` seeds:
+    ``(t_{(1+c)/2, n−1} + t_{power, n−1}) · sd / √n``; nan for n < 2 or an unknown sd.
+
+    Example (hand): sd = 1, n = 3, 95 %, 80 %: (4.3027 + 1.0607) / √3 = 3.0965.
+    """
+    if n < 2 or sd is None or not math.isfinite(sd):
+        return math.nan
+    return _power_factor(n, confidence, power) * sd / math.sqrt(n)
+
+
+def seeds_for_power(effect: float, sd: float, confidence: float = 0.95, power: float = POWER,
+                    max_n: int = 10_000) -> int | None:
+    """Smallest n ≥ 2 whose :func:`mde` is ≤ ``|effect|`` (seeds to detect the observed effect at
+    ``power``); None when the effect is 0 or needs more than ``max_n`` seeds, or sd is unknown.
+
+    Example (hand): effect = sd = 1: n = 9 gives (2.3060 + 0.8889)/3 = 1.065 > 1, n = 10 gives
+    (2.2622 + 0.8834)/√10 = 0.995 ≤ 1, so 10.
+    """
+    if sd is None or not math.isfinite(sd) or not math.isfinite(effect) or effect == 0:
+        return None
+    if sd == 0:
+        return 2
+    lo, hi = 2, 2
+    while mde(sd, hi, confidence, power) > abs(effect):
+        if hi >= max_n:
+            return None
+        lo, hi = hi, min(hi * 2, max_n)
+    while lo < hi:  # mde decreases with n
+        mid = (lo + hi) // 2
+        if mde(sd, mid, confidence, power) <= abs(effect):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def power_note(effect: float, sd: float, n: int, confidence: float, power: float = POWER, what: str = "") -> str:
+    """The sentence an inconclusive verdict carries: MDE at n seeds and seeds for the observed effect."""
+    pct = f"{power * 100:g} %"
+    if n < 2 or not math.isfinite(sd):
+        return f"{what}fewer than 2 paired seeds: no minimum detectable effect; run ≥ 2 seeds"
+    text = f"{what}detectable at n = {n}: |effect| ≥ {mde(sd, n, confidence, power):.2f} points ({pct} power)"
+    need = seeds_for_power(effect, sd, confidence, power)
+    if need is None:
+        text += f"; the observed {effect:+.2f} needs more than 10000 seeds" if effect else "; the observed effect is 0"
+    else:
+        text += f"; the observed {effect:+.2f} needs {need} seeds"
+    return text
+
+
 # ---------------------------------------------------------------------------------------------
 # Selecting runs
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +285,57 @@ def per_seed(runs: pd.DataFrame, dataset: str, T: int, side: Side, s: ClaimSetti
 def baselines_present(runs: pd.DataFrame, dataset: str, T: int, s: ClaimSettings) -> list[str]:
     sel = runs[(runs["dataset"] == dataset) & (runs["T"] == T)
                & (runs["th"].astype(str) == str(s.default_th)) & np.isclose(runs["alpha"].astype(float), s.default_alpha)]
-    return sorted(m for m in sel["method"].unique() if not is_mcil_family(m) and m not in UPPER_BOUNDS)
+    return sorted(m for m in sel["method"].unique() if _is_baseline(m))
+
+
+def parse_expected(items: list[str] | None) -> frozenset[tuple[str, int, str]] | None:
+    """Configured cells from ``DATASET:T:METHOD`` tokens, or ``@file.json`` (a list of objects with
+    ``dataset``, ``T``, ``method``, e.g. the pipeline's runs). None when nothing is given."""
+    if not items:
+        return None
+    import json
+
+    from mcil.errors import UserError
+
+    cells: set[tuple[str, int, str]] = set()
+    for item in items:
+        if item.startswith("@"):
+            try:
+                rows = json.loads(Path(item[1:]).read_text())
+                cells.update((str(r["dataset"]), int(r["T"]), str(r["method"])) for r in rows)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"--expected-methods {item}: cannot read a JSON list of "
+                                f"{{dataset, T, method}} objects ({exc})") from None
+            continue
+        parts = item.rsplit(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise UserError(f"--expected-methods: {item!r} is not DATASET:T:METHOD (e.g. synav-clean:5:lwf) or @file.json")
+        cells.add((parts[0], int(parts[1]), parts[2]))
+    return frozenset(cells)
+
+
+def _is_baseline(method: str) -> bool:
+    return not is_mcil_family(method) and method not in UPPER_BOUNDS
+
+
+def required_baselines(s: ClaimSettings) -> list[str]:
+    """The baselines a claim over every baseline needs: every baseline of the configured cells, or
+    (no cells given) :data:`DEFAULT_BASELINES`; never mcil's family or the upper bounds."""
+    names = {m for _, _, m in s.expected} if s.expected is not None else set(s.baselines)
+    return sorted(m for m in names if _is_baseline(m))
+
+
+def _missing_baselines(present: list[str], dataset: str, T: int, s: ClaimSettings) -> list[str]:
+    """Required baselines without runs here, each with why (not configured here / no result)."""
+    out = []
+    for m in required_baselines(s):
+        if m in present:
+            continue
+        if s.expected is not None and (dataset, T, m) in s.expected:
+            out.append(f"{m} (configured, no result)")
+        else:
+            out.append(m)
+    return out
 
 
 def best_baseline(runs: pd.DataFrame, dataset: str, T: int, s: ClaimSettings) -> tuple[str | None, pd.Series]:
@@ -294,8 +427,11 @@ def _evaluate(claim: Claim, runs: pd.DataFrame, dataset: str, T: int, s: ClaimSe
             return _missing(args, [f"runs of both sides with a common seed on {dataset} T={T}"], **common)
         values = {**common, "n": st["n"], "vs": claim.b.describe(s), "diff": st["diff"], "diff_low": st["ci_low"],
                   "diff_high": st["ci_high"], "cohen_d": st["cohen_d"], "p_t": st["p_t"], "p_wilcoxon": st["p_wilcoxon"]}
-        return _row(claim, dataset, T, paper, **values,
-                    verdict=directional_verdict(st["n"], st["ci_low"], st["ci_high"]), note=_unpaired_note(a, b))
+        verdict = directional_verdict(st["n"], st["ci_low"], st["ci_high"])
+        note = _unpaired_note(a, b)
+        if verdict == INCONCLUSIVE:
+            note = _join(note, power_note(st["diff"], st["sd"], st["n"], s.confidence, s.power))
+        return _row(claim, dataset, T, paper, **values, verdict=verdict, note=note)
 
     best, best_series = best_baseline(runs, dataset, T, s)
     if claim.kind in ("beats-baselines", "gap") and best is None:
@@ -305,36 +441,67 @@ def _evaluate(claim: Claim, runs: pd.DataFrame, dataset: str, T: int, s: ClaimSe
     if st is not None and st["n"] > 0:
         effect = {"vs": f"{best} (best baseline)", "diff": st["diff"], "diff_low": st["ci_low"],
                   "diff_high": st["ci_high"], "cohen_d": st["cohen_d"], "p_t": st["p_t"], "p_wilcoxon": st["p_wilcoxon"]}
+    present = baselines_present(runs, dataset, T, s)
+    missing = _missing_baselines(present, dataset, T, s)
+    n_req = len(set(required_baselines(s)) | set(present))
+    coverage = f"against {len(present)} of {n_req} configured baselines"
+    missing_text = f"missing: {', '.join(missing)}" if missing else ""
 
     if claim.kind == "beats-baselines":
-        verdicts, failing = [], {NOT_REPRODUCED: [], INCONCLUSIVE: []}
-        for m_name in baselines_present(runs, dataset, T, s):
+        verdicts, failing, stats_of = [], {NOT_REPRODUCED: [], INCONCLUSIVE: []}, {}
+        for m_name in present:
             sb = paired_stats(a, per_seed(runs, dataset, T, Side(m_name), s), s.confidence)
             v = directional_verdict(sb["n"], sb["ci_low"], sb["ci_high"])
             verdicts.append(v)
+            stats_of[m_name] = sb
             if v in failing:
                 failing[v].append(m_name)
-        n_b = len(verdicts)
-        note = f"against {n_b} baseline{'s' if n_b != 1 else ''}"
+        note = coverage
         for v, names in failing.items():
             if names:
                 shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
                 note += f"; {v} against {shown}"
-        return _row(claim, dataset, T, paper, **{**common, **effect, "n": st["n"]},
-                    verdict=combine_verdicts(verdicts), note=note)
+        verdict = combine_verdicts(verdicts)
+        if missing and verdict != NOT_REPRODUCED:  # one counter-example refutes; support needs every baseline
+            verdict = PARTIAL
+            note = _join(note, f"{combine_verdicts(verdicts)} against those present", missing_text)
+        if failing[INCONCLUSIVE] and verdict in (INCONCLUSIVE, PARTIAL):
+            # the power of the hardest inconclusive comparison (the most seeds needed)
+            def need(m_name: str) -> float:
+                sb = stats_of[m_name]
+                k = seeds_for_power(sb["diff"], sb["sd"], s.confidence, s.power)
+                return math.inf if k is None else k
+            hardest = max(failing[INCONCLUSIVE], key=need)
+            sb = stats_of[hardest]
+            note = _join(note, power_note(sb["diff"], sb["sd"], sb["n"], s.confidence, s.power, f"vs {hardest}: "))
+        return _row(claim, dataset, T, paper, **{**common, **effect, "n": st["n"]}, verdict=verdict, note=note)
 
     if claim.kind == "headline":
         target = PAPER_AIA[dataset]
-        return _row(claim, dataset, T, paper, **{**common, **effect, "n": len(a)},
-                    verdict=headline_verdict(len(a), m, lo, hi, target, s.tolerance),
-                    note=f"tolerance ±{s.tolerance:g} points; the paper does not say which T")
+        verdict = headline_verdict(len(a), m, lo, hi, target, s.tolerance)
+        note = f"tolerance ±{s.tolerance:g} points; the paper does not say which T"
+        if verdict == INCONCLUSIVE:
+            sd = float(a.std(ddof=1)) if len(a) >= 2 else math.nan
+            note = _join(note, power_note(m - target, sd, len(a), s.confidence, s.power, "mean − paper: "))
+        return _row(claim, dataset, T, paper, **{**common, **effect, "n": len(a)}, verdict=verdict, note=note)
 
     if claim.kind == "gap":
         target = PAPER_AIA[dataset] - PAPER_NEXT_BEST[dataset]
-        return _row(claim, dataset, T, paper, **{**common, **effect, "n": st["n"]},
-                    verdict=headline_verdict(st["n"], st["diff"], st["ci_low"], st["ci_high"], target, s.tolerance),
-                    note=f"gap to our best baseline; tolerance ±{s.tolerance:g} points; the paper's baselines are unknown")
+        verdict = headline_verdict(st["n"], st["diff"], st["ci_low"], st["ci_high"], target, s.tolerance)
+        note = (f"gap to our best baseline; tolerance ±{s.tolerance:g} points; the paper's baselines are unknown; "
+                + coverage)
+        if missing and verdict != NOT_REPRODUCED:
+            note = _join(note, f"{verdict} with the baselines present", missing_text)
+            verdict = PARTIAL
+        if verdict == INCONCLUSIVE:
+            note = _join(note, power_note(st["diff"] - target, st["sd"], st["n"], s.confidence, s.power,
+                                          "gap − paper: "))
+        return _row(claim, dataset, T, paper, **{**common, **effect, "n": st["n"]}, verdict=verdict, note=note)
     raise ValueError(f"unknown claim kind {claim.kind!r}")
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def _unpaired_note(a: pd.Series, b: pd.Series) -> str:
@@ -427,24 +594,33 @@ def render_markdown(table: pd.DataFrame, not_here: list[str], runs: pd.DataFrame
         "",
         f"- *Directional* claims: difference A − B over seeds with its {conf} t-interval; **reproduced** when the "
         "interval lies above 0, **not reproduced** when it lies below 0, **inconclusive** when it contains 0 or "
-        "fewer than 2 seeds pair up. C1 needs that against every baseline (joint training is an upper bound, not a baseline).",
+        "fewer than 2 seeds pair up. C1 needs that against every baseline (joint training is an upper bound, not a "
+        "baseline: compare it on last accuracy, see the main table).",
+        "- A claim over every baseline (C1, H2) is **partial** while a configured baseline has no runs on that dataset "
+        "and T (listed as missing); one baseline it loses to makes it **not reproduced** regardless.",
         f"- *Headline* numbers (H): the measured mean against the paper's value ± {s.tolerance:g} points; "
         "**reproduced** when the mean is inside, **not reproduced** when the whole interval is outside.",
+        f"- Every inconclusive verdict states the minimum detectable effect at its seed count and the seeds that would "
+        f"detect the observed effect with {s.power * 100:g} % power: (t_(1+c)/2,n−1 + t_power,n−1) · sd / √n.",
         "- Effect size: Cohen's d of the paired differences (d_z); p: paired t-test; Wilcoxon signed-rank with ≥ 6 seeds.",
         "",
     ]
     code = _code_lines(runs)
     if code:
         out += code + [""]
+    graded = table[table["verdict"].isin(GRADED)] if not table.empty else table
+    skipped = table[~table["verdict"].isin(GRADED)] if not table.empty else table
     if table.empty:
         out += ["_No runs: nothing to grade._", ""]
+    elif graded.empty:
+        out += ["_No claim could be graded from these runs (see below)._", ""]
     else:
         header = ["Claim", "Dataset", "T", "Paper", f"Measured A [{conf} CI]", "vs (B)", f"A − B [{conf} CI]",
                   "Cohen's d", "p (t)", "p (Wilcoxon)", "n", "Verdict"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join(["---"] * len(header)) + "|")
-        for r in table.itertuples(index=False):
-            verdict = f"**{r.verdict}**" if r.verdict in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE) else r.verdict
+        for r in graded.itertuples(index=False):
+            verdict = f"**{r.verdict}**"
             if r.note:
                 verdict += f" ({r.note})"
             out.append("| " + " | ".join([
@@ -454,12 +630,60 @@ def render_markdown(table: pd.DataFrame, not_here: list[str], runs: pd.DataFrame
                 _p(r.p_t), _p(r.p_wilcoxon), str(r.n), verdict,
             ]) + " |")
         out.append("")
-        counts = table["verdict"].map(lambda v: v if v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE) else "not evaluated")
-        summary = ", ".join(f"{n} {v}" for v, n in counts.value_counts().sort_index().items())
-        out += [f"Summary: {summary}.", ""]
+    if not table.empty:
+        out += [f"Verdicts: {verdict_counts(table)}.", ""]
+    upper = upper_bound_rows(runs, s)
+    if upper:
+        out += ["## Reference: joint training (upper bound), on last accuracy", "",
+                f"| Dataset | T | joint last [{conf} CI] | best incremental method | its last [{conf} CI] | joint above it |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {u['dataset']} | {u['T']} | {_interval(*u['joint'])} | {u['best']} | {_interval(*u['best_last'])} | "
+                f"{u['above']} |" for u in upper]
+        out.append("")
+    lines = [f"{r.claim} {r.text} on {r.dataset} T={int(r.T)}: {r.verdict}" for r in skipped.itertuples(index=False)]
+    not_here = lines + list(not_here)
     if not_here:
-        out += ["## Not evaluated here", ""] + [f"- {line}" for line in not_here] + [""]
+        out += ["## Not evaluated", ""] + [f"- {line}" for line in not_here] + [""]
     return "\n".join(out)
+
+
+def upper_bound_rows(runs: pd.DataFrame, s: ClaimSettings) -> list[dict[str, Any]]:
+    """Joint training against the incremental methods on **last** accuracy (not AIA: joint has one
+    step over all classes, AIA also averages the easier early steps), per dataset and T, main setting.
+
+    One row per (dataset, T) with a joint run: joint's last [CI], the incremental method with the
+    highest mean last [CI], and whether joint is above it (its interval above the method's mean).
+    """
+    if runs.empty or "last" not in runs:
+        return []
+    sel = runs[(runs["th"].astype(str) == str(s.default_th)) & np.isclose(runs["alpha"].astype(float), s.default_alpha)]
+    out = []
+    for (dataset, T), g in sel.groupby(["dataset", "T"]):
+        j = pd.to_numeric(g.loc[g["method"].isin(UPPER_BOUNDS), "last"], errors="coerce").dropna()
+        others = g[~g["method"].isin(UPPER_BOUNDS)]
+        if j.empty or others.empty:
+            continue
+        means = others.groupby("method")["last"].apply(lambda x: pd.to_numeric(x, errors="coerce").mean()).dropna()
+        if means.empty:
+            continue
+        best = str(means.idxmax())
+        jm, jlo, jhi = mean_ci(j.to_numpy(), s.confidence)
+        bm, blo, bhi = mean_ci(pd.to_numeric(others.loc[others["method"] == best, "last"], errors="coerce").dropna(),
+                               s.confidence)
+        if math.isnan(jlo):
+            above = "one joint seed: no interval"
+        else:
+            above = "yes" if jlo > bm else ("no" if jhi < bm else "within the interval")
+        out.append({"dataset": dataset, "T": int(T), "joint": (jm, jlo, jhi), "best": best, "best_last": (bm, blo, bhi),
+                    "above": above})
+    return out
+
+
+def verdict_counts(table: pd.DataFrame) -> str:
+    """``"2 reproduced, 0 not reproduced, 3 inconclusive, 1 partial, 4 not evaluated"`` (every kind, in that order)."""
+    kinds = table["verdict"].map(lambda v: v if v in GRADED else "not evaluated") if not table.empty else pd.Series(dtype=str)
+    counts = kinds.value_counts()
+    return ", ".join(f"{int(counts.get(k, 0))} {k}" for k in (*GRADED, "not evaluated"))
 
 
 def write_claims(runs: pd.DataFrame, out_dir: str | Path, settings: ClaimSettings = ClaimSettings()) -> tuple[Path, Path]:

@@ -1,7 +1,10 @@
 """Figures (PNG + PDF, seaborn on the Agg backend) from the tidy run and step tables.
 
-- ``accuracy_curves``: accuracy over all seen classes after each task, one line per method with a
-  ±1 std band over seeds; one panel per (dataset, T), main setting (th, α = defaults);
+- ``accuracy_curves``: accuracy over all seen classes after each task; one row of panels per
+  (dataset, T), one column per method family (mcil and its ablations; adapter/prompt baselines;
+  prototype/closed-form baselines), mcil highlighted in every panel, zero-shot and joint as
+  reference lines, colours fixed per method (:data:`METHOD_COLOURS`), 95 % t-interval bands over
+  seeds; main setting (th, α = defaults);
 - ``threshold_sweep``: AIA of ``mcil`` against the masking threshold, one line per dataset;
 - ``alpha_sweep``: AIA of ``mcil`` against α;
 - ``fusion_rate``: fraction of test samples whose audio was fused, against th;
@@ -36,6 +39,12 @@ __all__ = [
     "FIGURES",
     "placeholder",
     "accuracy_curves",
+    "FAMILIES",
+    "METHOD_COLOURS",
+    "method_colour",
+    "method_family",
+    "t_band",
+    "curve_summary",
     "threshold_sweep",
     "alpha_sweep",
     "fusion_rate",
@@ -64,50 +73,184 @@ def placeholder(title: str, message: str) -> plt.Figure:
     return fig
 
 
-def accuracy_curves(runs: pd.DataFrame, steps: pd.DataFrame, default_th: str, default_alpha: float) -> plt.Figure:
-    """Accuracy after each task; panels = (dataset, T), hue = method, band = ±1 std over seeds."""
+# Families of methods (one column of panels each) and the reference lines drawn in every panel.
+FAMILIES = {
+    "MCIL and its ablations": ("mcil", "mcil-no-mife", "mcil-no-aavfm", "mcil-no-text-diversity", "mcil-no-mi",
+                               "mcil-cw-weighted", "mcil-gate-always", "mcil-gate-batch", "mcil-gate-sample",
+                               "mcil-official"),
+    "Adapter and prompt baselines": ("finetune", "lwf", "ewc", "replay", "coop", "moe-adapters", "av-concat"),
+    "Prototype and closed-form baselines": ("simplecil", "ranpac"),
+}
+REFERENCES = ("zeroshot", "joint")
+HIGHLIGHT = "mcil"
+# One colour per method, the same in every figure (Tableau for mcil's presets, Dark2 for the adapter
+# baselines, Paired for the prototype ones; greys for the references; mcil is black).
+METHOD_COLOURS = {
+    "mcil": "#000000",
+    "mcil-no-mife": "#1f77b4", "mcil-no-aavfm": "#ff7f0e", "mcil-no-text-diversity": "#2ca02c",
+    "mcil-no-mi": "#d62728", "mcil-cw-weighted": "#9467bd", "mcil-gate-always": "#8c564b",
+    "mcil-gate-batch": "#e377c2", "mcil-gate-sample": "#bcbd22", "mcil-official": "#17becf",
+    "finetune": "#1b9e77", "lwf": "#d95f02", "ewc": "#7570b3", "replay": "#e7298a", "coop": "#66a61e",
+    "moe-adapters": "#e6ab02", "av-concat": "#a6761d",
+    "simplecil": "#1f78b4", "ranpac": "#e31a1c",
+    "zeroshot": "#7f7f7f", "joint": "#404040",
+}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def method_colour(method: str) -> str:
+    """The fixed colour of ``method`` (:data:`METHOD_COLOURS`; a stable tab20 pick for unknown names)."""
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    import zlib
+
+    return matplotlib.colors.to_hex(plt.get_cmap("tab20")(zlib.crc32(method.encode()) % 20))
+
+
+def method_family(method: str) -> str:
+    """The family (panel column) of ``method``; mcil presets by prefix, unknown baselines with the adapters."""
+    for family, members in FAMILIES.items():
+        if method in members:
+            return family
+    if method.startswith("mcil-"):
+        return next(iter(FAMILIES))
+    return "reference" if method in REFERENCES else list(FAMILIES)[1]
+
+
+def t_band(values: Any, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided t-interval over seeds (nan bounds for one seed)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return m, m - half, m + half
+
+
+def curve_summary(data: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (panel, method, step): mean accuracy over seeds with its t-interval (``lo``, ``hi``) and n."""
+    rows = []
+    for (panel, method, step), g in data.groupby(["panel", "method", "step"]):
+        m, lo, hi = t_band(g["acc"], confidence)
+        rows.append({"panel": panel, "method": method, "step": int(step), "mean": m, "lo": lo, "hi": hi,
+                     "n": int(g["acc"].notna().sum())})
+    return pd.DataFrame(rows, columns=["panel", "method", "step", "mean", "lo", "hi", "n"])
+
+
+def _draw_curve(ax: plt.Axes, c: pd.DataFrame, method: str, marker: str, highlight: bool = False,
+                dashed: bool = False) -> plt.Line2D:
+    colour = method_colour(method)
+    c = c.sort_values("step")
+    (line,) = ax.plot(c["step"], c["mean"], color=colour, marker=None if dashed else marker,
+                      markersize=3.5, lw=2.6 if highlight else 1.3, ls="--" if dashed else "-",
+                      zorder=5 if highlight else 3, label=method)
+    band = c.dropna(subset=["lo", "hi"])
+    if not band.empty and not dashed:  # the zero-shot reference gets no band: it would hide the others'
+        ax.fill_between(band["step"], band["lo"], band["hi"], color=colour, alpha=0.16 if highlight else 0.08,
+                        lw=0, zorder=2)
+    return line
+
+
+def accuracy_curves(runs: pd.DataFrame, steps: pd.DataFrame, default_th: str, default_alpha: float,
+                    confidence: float = 0.95) -> plt.Figure:
+    """Accuracy after each task: rows = (dataset, T), columns = method families (:data:`FAMILIES`).
+
+    mcil is the thick black line in every panel; zero-shot (dashed grey curve) and joint (dotted
+    line at its last accuracy: it trains one task, so it has a single point) are references in
+    every panel. Bands: ``confidence`` t-interval over seeds. Colours: :data:`METHOD_COLOURS`.
+    """
     title = "Accuracy on all seen classes after each task"
     if steps.empty or runs.empty:
         return placeholder(title, "no runs")
-    keep = set(main_setting(runs, default_th, default_alpha)["run"])
+    main = main_setting(runs, default_th, default_alpha)
+    keep = set(main["run"])
     data = steps[(steps["modality"] == "all") & steps["run"].isin(keep)].copy()
     if data.empty:
         return placeholder(title, f"no runs at th={default_th}, α={default_alpha:g}")
     data["panel"] = data["dataset"] + "  T=" + data["T"].astype(str)
-    panels = sorted(data["panel"].unique())
-    methods = method_order(data["method"])
-    palette = dict(zip(methods, sns.color_palette("husl", len(methods))))
-    ncol = min(3, len(panels))
-    nrow = math.ceil(len(panels) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
-    for ax, panel in zip(axes.flat, panels):
-        sub = data[data["panel"] == panel]
-        sns.lineplot(data=sub, x="step", y="acc", hue="method", hue_order=[m for m in methods if m in set(sub["method"])],
-                     palette=palette, errorbar="sd", marker="o", ax=ax, legend=False)
-        ax.set_title(panel)
-        ax.set_xlabel("task")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_xticks(sorted(sub["step"].unique()))
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    handles = [plt.Line2D([0], [0], color=palette[m], marker="o", label=m) for m in methods]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="method")
-    fig.suptitle(title + f" (th={default_th}, α={default_alpha:g}; band: ±1 std over seeds)")
+    # the panels with the most methods (the main grid) first, then by name
+    width = data.groupby("panel")["method"].nunique()
+    panels = sorted(width.index, key=lambda p: (-int(width[p]), p))
+    summary = curve_summary(data[data["method"] != "joint"], confidence)
+    joint = main[main["method"] == "joint"].assign(panel=lambda d: d["dataset"] + "  T=" + d["T"].astype(str))
+    present = set(data["method"])
+    families = [f for f in FAMILIES if any(method_family(m) == f for m in present if m not in REFERENCES)]
+    families = families or [next(iter(FAMILIES))]
+    ncol, nrow = len(families), len(panels)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.0 * nrow + 1.4), squeeze=False, sharey="row")
+    for i, panel in enumerate(panels):
+        sub = summary[summary["panel"] == panel]
+        for j, family in enumerate(families):
+            ax = axes[i, j]
+            members = [m for m in method_order(sub["method"]) if method_family(m) == family and m != HIGHLIGHT]
+            for k, method in enumerate(members):
+                _draw_curve(ax, sub[sub["method"] == method], method, _MARKERS[k % len(_MARKERS)])
+            if HIGHLIGHT in set(sub["method"]):
+                _draw_curve(ax, sub[sub["method"] == HIGHLIGHT], HIGHLIGHT, "o", highlight=True)
+            if "zeroshot" in set(sub["method"]):
+                _draw_curve(ax, sub[sub["method"] == "zeroshot"], "zeroshot", "", dashed=True)
+            jp = joint[joint["panel"] == panel]
+            if not jp.empty:
+                jm, jlo, jhi = t_band(pd.to_numeric(jp["last"], errors="coerce"), confidence)
+                ax.axhline(jm, color=method_colour("joint"), ls=":", lw=1.6, zorder=4)
+                if not math.isnan(jlo):
+                    ax.axhspan(jlo, jhi, color=method_colour("joint"), alpha=0.08, lw=0)
+            ax.set_title(f"{panel}\n{family}", fontsize=9)
+            ax.set_xlabel("task")
+            ax.set_ylabel("accuracy (%)" if j == 0 else "")
+            ax.set_xticks(sorted(sub["step"].unique()) if not sub.empty else [])
+    # one legend per family column, under the bottom row; the references in every one
+    for j, family in enumerate(families):
+        members = [m for m in method_order(present) if method_family(m) == family and m != HIGHLIGHT]
+        handles = [plt.Line2D([0], [0], color="#000000", lw=2.6, marker="o", markersize=3.5,
+                              label="mcil (the paper's method)")] if HIGHLIGHT in present else []
+        handles += [plt.Line2D([0], [0], color=method_colour(m), lw=1.3, marker=_MARKERS[k % len(_MARKERS)],
+                               markersize=3.5, label=m) for k, m in enumerate(members)]
+        if "zeroshot" in present:
+            handles.append(plt.Line2D([0], [0], color=method_colour("zeroshot"), ls="--", lw=1.3,
+                                      label="zeroshot (frozen reference)"))
+        if not joint.empty:
+            handles.append(plt.Line2D([0], [0], color=method_colour("joint"), ls=":", lw=1.6,
+                                      label="joint (upper bound, last acc.)"))
+        axes[-1, j].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2,
+                           frameon=False, fontsize=7.5)
+    conf = f"{confidence * 100:g} %"
+    fig.suptitle(title + f" (th={default_th}, α={default_alpha:g}; bands: {conf} t-interval over seeds)")
     fig.tight_layout()
     return fig
 
 
 def _sweep(runs: pd.DataFrame, axis: str, metric: str, fixed: pd.Series, title: str, xlabel: str, ylabel: str,
-           order: list[str]) -> plt.Figure:
+           order: list[str], confidence: float = 0.95) -> plt.Figure:
+    """mcil's ``metric`` against ``axis``: one line per (dataset, T), mean with a t-interval over seeds."""
     data = runs[(runs["method"] == "mcil") & fixed].copy() if not runs.empty else runs
     if data.empty or data[axis].nunique() < 2 or data[metric].notna().sum() == 0:
         return placeholder(title, f"needs mcil runs at two or more values of {xlabel}")
     data["x"] = data[axis].astype(str)
     data["series"] = data["dataset"] + "  T=" + data["T"].astype(str)
     data = data.dropna(subset=[metric])
+    xs = [o for o in order if o in set(data["x"])]
+    series = sorted(data["series"].unique())
+    colours = sns.color_palette("colorblind", len(series))
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    sns.pointplot(data=data, x="x", y=metric, hue="series", order=[o for o in order if o in set(data["x"])],
-                  errorbar="sd", dodge=0.2 if data["series"].nunique() > 1 else False, capsize=0.1, ax=ax)
+    width = 0.2 if len(series) > 1 else 0.0
+    for k, (name, colour) in enumerate(zip(series, colours)):
+        g = data[data["series"] == name]
+        pts = [(i, *t_band(pd.to_numeric(g.loc[g["x"] == x, metric], errors="coerce"), confidence))
+               for i, x in enumerate(xs) if (g["x"] == x).any()]
+        off = (k - (len(series) - 1) / 2) * width / max(len(series) - 1, 1)
+        pos = [p[0] + off for p in pts]
+        mean = [p[1] for p in pts]
+        err = [[m - lo if not math.isnan(lo) else 0 for _, m, lo, _ in pts],
+               [hi - m if not math.isnan(hi) else 0 for _, m, _, hi in pts]]
+        ax.errorbar(pos, mean, yerr=err, color=colour, marker="o", capsize=3, lw=1.4, label=name)
+    ax.set_xticks(range(len(xs)))
+    ax.set_xticklabels(xs)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -119,7 +262,7 @@ def _sweep(runs: pd.DataFrame, axis: str, metric: str, fixed: pd.Series, title: 
 def threshold_sweep(runs: pd.DataFrame, default_alpha: float) -> plt.Figure:
     fixed = np.isclose(runs["alpha"].astype(float), default_alpha) if not runs.empty else None
     order = th_order(runs["th"]) if not runs.empty else []
-    return _sweep(runs, "th", "aia", fixed, f"Masking threshold (α={default_alpha:g}; ±1 std over seeds)",
+    return _sweep(runs, "th", "aia", fixed, f"AIA of mcil against the masking threshold (α={default_alpha:g}; 95 % t-interval over seeds)",
                   "threshold th", "AIA (%)", order)
 
 
@@ -129,14 +272,14 @@ def alpha_sweep(runs: pd.DataFrame, default_th: str) -> plt.Figure:
         return placeholder("Loss weight α", "no runs")
     runs = runs.assign(alpha_label=runs["alpha"].map(lambda a: f"{float(a):g}"))
     order = sorted(runs["alpha_label"].unique(), key=float)
-    return _sweep(runs, "alpha_label", "aia", fixed, f"Loss weight α (th={default_th}; ±1 std over seeds)",
+    return _sweep(runs, "alpha_label", "aia", fixed, f"AIA of mcil against the loss weight α (th={default_th}; 95 % t-interval over seeds)",
                   "α", "AIA (%)", order)
 
 
 def fusion_rate(runs: pd.DataFrame, default_alpha: float) -> plt.Figure:
     fixed = np.isclose(runs["alpha"].astype(float), default_alpha) if not runs.empty else None
     order = th_order(runs["th"]) if not runs.empty else []
-    return _sweep(runs, "th", "fusion_rate", fixed, "Fraction of test samples fused with audio",
+    return _sweep(runs, "th", "fusion_rate", fixed, "Fraction of test samples fused with audio (mcil; 95 % t-interval over seeds)",
                   "threshold th", "fusion rate", order)
 
 

@@ -33,10 +33,14 @@ def make_result(
     fusion_rate: float = 0.5,
     m1: float | None = 0.6,
     learner_statistics: dict[str, Any] | None = None,
+    forgetting: float | None = None,
+    m1_ours: float | None = None,
+    m2_ours: float | None = None,
 ) -> dict[str, Any]:
     """A valid result whose accuracy after task t (over all seen classes) is ``acc[t]``.
 
-    Every task has the same number of test samples and the matrix row t is constant over the seen
+    ``forgetting`` defaults to ``acc[0] − acc[-1]``; ``m1_ours`` / ``m2_ours`` fill
+    ``metrics.paper.ours`` (our variants, docs/metrics.md §5). Every task has the same number of test samples and the matrix row t is constant over the seen
     tasks, so the sample-weighted seen accuracy of row t is exactly ``acc[t]`` and AIA = mean(acc).
     """
     acc = list(acc if acc is not None else [80.0 - 10.0 * t for t in range(T)])
@@ -68,8 +72,10 @@ def make_result(
         "acc_per_step_by_modality": {"image": [a - 5.0 for a in acc]},
         "metrics": {
             "aia": aia, "aia_task_balanced": aia, "last": acc[-1],
-            "forgetting": 0.0 if T == 1 else acc[0] - acc[-1], "bwt": None, "fwt": 1.0,
-            "paper": {"official": official, "full": {**official, "variant": "full"}, "notes": []},
+            "forgetting": None if T == 1 else (acc[0] - acc[-1] if forgetting is None else forgetting),
+            "bwt": None, "fwt": 1.0,
+            "paper": {"official": official, "full": {**official, "variant": "full"}, "notes": [],
+                      "ours": {"m1_ours_weighted": m1_ours, "m2_ours_cka": m2_ours, "notes": []}},
             "compat": {k: {"aia": aia} for k in ("continuum_1_2_7", "pilot", "mammoth", "facil", "avcil")},
         },
         "fusion": {"per_step": [{"n": 10 * (t + 1), "n_fused": int(10 * (t + 1) * fusion_rate),

@@ -125,7 +125,9 @@ def test_cli_writes_every_output(runs_root, tmp_path):
     out, figs = tmp_path / "results", tmp_path / "figures"
     parser = argparse.ArgumentParser()
     aggregate.configure_parser(parser)
-    args = parser.parse_args(["--runs", str(runs_root), "--out", str(out), "--figures", str(figs), "--noisy", "none"])
+    args = parser.parse_args(["--runs", str(runs_root), "--out", str(out), "--figures", str(figs), "--noisy", "none",
+                              "--default-th", "0.8", "--expected-methods", "synav-clean:2:mcil",
+                              "synav-clean:2:finetune", "synav-clean:2:lwf"])
     assert aggregate.run_cli(args) == 0
 
     runs = pd.read_csv(out / "all_runs.csv")
@@ -139,6 +141,8 @@ def test_cli_writes_every_output(runs_root, tmp_path):
             assert (figs / f"{name}.{ext}").stat().st_size > 0
     claims = (out / "claims.md").read_text()
     assert "C1: MCIL has a higher AIA than every baseline" in claims
+    assert "**partial** (against 1 of 2 configured baselines" in claims
+    assert "missing: lwf (configured, no result)" in claims
     assert (out / "claims.csv").is_file()
 
 
@@ -161,3 +165,19 @@ def test_default_th_label_follows_the_fusion_default():
 
     assert aggregate.default_th_label() == aggregate.th_label(
         {"gate": FusionConfig.gate, "th": FusionConfig.th}) == "always"
+
+
+def test_forgetting_beyond_zero_shot_pairs_on_dataset_T_and_seed(runs_root):
+    # zero-shot forgets 9 and 5 points (seeds 0, 1) from label-space growth alone
+    for seed, f in enumerate([9.0, 5.0]):
+        write_run(runs_root, method="zeroshot", seed=seed, forgetting=f)
+    for seed, f in enumerate([17.5, 6.0, 30.0]):
+        write_run(runs_root, method="finetune", seed=seed, forgetting=f)
+    write_run(runs_root, method="finetune", T=3, seed=0, acc=[90.0, 80.0, 70.0], forgetting=12.0)
+    runs, _ = aggregate.load_runs([runs_root])
+    got = runs.set_index(["method", "T", "seed"])["forgetting_beyond_zs"]
+    assert got[("finetune", 2, 0)] == pytest.approx(8.5)
+    assert got[("finetune", 2, 1)] == pytest.approx(1.0)
+    assert pd.isna(got[("finetune", 2, 2)])  # no zero-shot run with seed 2
+    assert pd.isna(got[("finetune", 3, 0)])  # nor at T = 3
+    assert got[("zeroshot", 2, 0)] == 0.0

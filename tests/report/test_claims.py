@@ -10,6 +10,7 @@ import pytest
 from results_factory import write_run
 from scipy import stats
 
+from mcil.errors import UserError
 from mcil.report import aggregate, claims
 from mcil.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, ClaimSettings
 
@@ -117,11 +118,13 @@ def test_beats_every_baseline_needs_every_baseline(runs_root):
         write_run(runs_root, method="finetune", seed=seed, acc=[90.0, ft])
         write_run(runs_root, method="lwf", seed=seed, acc=[90.0, lwf])
         write_run(runs_root, method="joint", seed=seed, acc=[95.0, 95.0])
-    _, table, _ = _grade(runs_root)
+    configured = ClaimSettings(noisy=["synav-noisy"], default_th="0.8", baselines=("finetune", "lwf", "joint"))
+    _, table, _ = _grade(runs_root, configured)
     c1 = _row(table, "C1")
     assert c1["verdict"] == INCONCLUSIVE
     assert c1["vs"] == "lwf (best baseline)"
-    assert "against 2 baselines" in c1["note"] and "inconclusive against lwf" in c1["note"]
+    assert "against 2 of 2 configured baselines" in c1["note"] and "inconclusive against lwf" in c1["note"]
+    assert "detectable at n = 3" in c1["note"]
 
 
 def test_headline_numbers_on_real_data(runs_root):
@@ -131,7 +134,7 @@ def test_headline_numbers_on_real_data(runs_root):
                   acc=[m + 2, m + 1, m, m - 1, m - 2])
         write_run(runs_root, dataset="miniaric", method="finetune", T=5, seed=seed,
                   acc=[base + 2, base + 1, base, base - 1, base - 2])
-    _, table, not_here = _grade(runs_root, ClaimSettings(noisy=["miniaric"], default_th="0.8"))
+    _, table, not_here = _grade(runs_root, ClaimSettings(noisy=["miniaric"], default_th="0.8", baselines=("finetune",)))
     h1 = _row(table, "H1", "miniaric", 5)
     assert h1["paper"] == "67.76"
     assert h1["mean"] == pytest.approx((67.0 + 68.0 + 68.5) / 3)
@@ -153,9 +156,12 @@ def test_markdown_has_every_row_and_flags_mixed_code(runs_root, tmp_path):
     assert "Warning: mixed code versions" in md and "0.1.0@bbbbbbbbbb" in md
     table = pd.read_csv(csv_path)
     assert len(table) == 6  # C1, C2, C4, C5, C6, C7 on synav-clean T=2 (C3 is for noisy data)
-    for claim in ("C1", "C2", "C4", "C5", "C6", "C7"):
-        assert f"| {claim}: " in md
-    assert md.count("not evaluated (runs missing:") == 5  # C2, C4, C5, C6, C7: only mcil and one baseline ran
+    assert "| C1: " in md  # graded (partial: one baseline of the registry list)
+    for claim in ("C2", "C4", "C5", "C6", "C7"):  # only mcil and one baseline ran: listed once, at the end
+        assert f"| {claim}: " not in md
+    tail = md.split("## Not evaluated", 1)[1]
+    assert tail.count("not evaluated (runs missing:") == 5
+    assert "Verdicts: 0 reproduced, 0 not reproduced, 0 inconclusive, 1 partial, 5 not evaluated." in md
 
 
 def test_no_runs_no_crash(tmp_path):
@@ -163,3 +169,94 @@ def test_no_runs_no_crash(tmp_path):
     md_path, _ = claims.write_claims(empty, tmp_path)
     text = md_path.read_text()
     assert "No runs" in text and "no runs on miniaric" in text
+
+
+def test_every_baseline_claim_is_partial_when_a_configured_baseline_is_missing(runs_root):
+    # T = 3: mcil beats finetune clearly, but lwf is configured too and has no runs
+    for seed, (m, ft) in enumerate([(80.0, 40.0), (82.0, 42.0), (84.0, 41.0)]):
+        write_run(runs_root, method="mcil", T=3, seed=seed, acc=[90.0, m, m])
+        write_run(runs_root, method="finetune", T=3, seed=seed, acc=[90.0, ft, ft])
+    expected = claims.parse_expected(["synav-clean:3:mcil", "synav-clean:3:finetune", "synav-clean:3:lwf",
+                                      "synav-clean:5:ewc", "synav-clean:5:joint"])
+    s = ClaimSettings(noisy=[], default_th="0.8", expected=expected)
+    _, table, _ = _grade(runs_root, s)
+    c1 = _row(table, "C1", T=3)
+    assert c1["verdict"] == claims.PARTIAL
+    assert "against 1 of 3 configured baselines" in c1["note"]  # finetune, lwf, ewc (joint: upper bound)
+    assert "reproduced against those present" in c1["note"]
+    assert "missing: ewc, lwf (configured, no result)" in c1["note"]
+    # without configured cells: mcil's registry list (config/default.yaml method_sets.baselines)
+    _, table, _ = _grade(runs_root, ClaimSettings(noisy=[], default_th="0.8"))
+    c1 = _row(table, "C1", T=3)
+    assert c1["verdict"] == claims.PARTIAL and "against 1 of 10 configured baselines" in c1["note"]
+    # a baseline that beats mcil refutes the claim even with others missing
+    for seed in range(3):
+        write_run(runs_root, method="ewc", T=3, seed=seed, acc=[90.0, 95.0, 95.0])
+    _, table, _ = _grade(runs_root, s)
+    assert _row(table, "C1", T=3)["verdict"] == NOT_REPRODUCED
+
+
+def test_default_baselines_equal_the_pipeline_config():
+    import yaml
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("default.yaml", "paper.yaml"):
+        cfg = yaml.safe_load((root / "config" / name).read_text())
+        assert tuple(cfg["method_sets"]["baselines"]) == claims.DEFAULT_BASELINES, name
+
+
+def test_parse_expected_tokens_and_json(tmp_path):
+    f = tmp_path / "cells.json"
+    f.write_text('[{"dataset": "synav-noisy", "T": "5", "method": "lwf", "seed": "0"}]')
+    cells = claims.parse_expected(["synav-clean:3:mcil", f"@{f}"])
+    assert cells == {("synav-clean", 3, "mcil"), ("synav-noisy", 5, "lwf")}
+    assert claims.parse_expected(None) is None
+    with pytest.raises(UserError, match="DATASET:T:METHOD"):
+        claims.parse_expected(["synav-clean-lwf"])
+
+
+def test_mde_and_seeds_for_power_by_hand():
+    # t_{0.975,2} = 4.302653, t_{0.8,2} = 1.060660 (t table): (4.302653 + 1.060660) / √3
+    assert claims.mde(1.0, 3) == pytest.approx(5.363313 / math.sqrt(3), abs=1e-5)  # 3.0965
+    assert claims.mde(2.0, 3) == pytest.approx(2 * 3.096511, abs=1e-5)
+    assert math.isnan(claims.mde(1.0, 1))
+    # effect = sd = 1: n = 9: (2.306004 + 0.888889) / 3 = 1.0650 > 1; n = 10: (2.262157 + 0.883404) / √10 = 0.9947
+    assert claims.mde(1.0, 9) == pytest.approx(3.194893 / 3, abs=1e-5)
+    assert claims.mde(1.0, 10) == pytest.approx(3.145561 / math.sqrt(10), abs=1e-5)
+    assert claims.seeds_for_power(1.0, 1.0) == 10
+    assert claims.seeds_for_power(-1.0, 1.0) == 10
+    assert claims.seeds_for_power(0.0, 1.0) is None
+    note = claims.power_note(1.0, 1.0, 3, 0.95)
+    assert "|effect| ≥ 3.10 points (80 % power)" in note and "needs 10 seeds" in note
+
+
+def test_inconclusive_directional_claim_states_power(runs_root):
+    # paired AIA differences 1, -1, 3 (acc after task 1 equal): mean 1, sd 2
+    for seed, (m, b) in enumerate([(72.0, 70.0), (70.0, 72.0), (76.0, 70.0)]):
+        write_run(runs_root, method="mcil", seed=seed, acc=[90.0, m])
+        write_run(runs_root, method="mcil-no-aavfm", seed=seed, acc=[90.0, b])
+    _, table, _ = _grade(runs_root)
+    c2 = _row(table, "C2")
+    assert c2["verdict"] == INCONCLUSIVE
+    assert f"|effect| ≥ {claims.mde(2.0, 3):.2f}" in c2["note"]
+    assert f"needs {claims.seeds_for_power(1.0, 2.0)} seeds" in c2["note"]
+
+
+def test_joint_is_compared_on_last_accuracy(runs_root, tmp_path):
+    import json
+
+    from results_factory import make_result, run_dir
+
+    for seed, (m_last, j) in enumerate([(60.0, 90.0), (62.0, 92.0)]):
+        write_run(runs_root, method="mcil", seed=seed, acc=[95.0, m_last])  # last 60, 62 far below joint; AIA would mix in step 1
+        folder = run_dir(runs_root, "synav-clean", "joint", 2, "0.8", 0.7, seed)
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(make_result(method="joint", T=1, seed=seed, acc=[j])))
+    runs, _ = aggregate.load_runs([runs_root])
+    rows = claims.upper_bound_rows(runs, ClaimSettings(default_th="0.8"))
+    assert len(rows) == 1 and rows[0]["best"] == "mcil"
+    assert rows[0]["joint"][0] == pytest.approx(91.0) and rows[0]["best_last"][0] == pytest.approx(61.0)
+    assert rows[0]["above"] == "yes"
+    md = claims.write_claims(runs, tmp_path, ClaimSettings(default_th="0.8", noisy=[]))[0].read_text()
+    assert "## Reference: joint training (upper bound), on last accuracy" in md

@@ -416,3 +416,34 @@ def test_cli_writes_tables_figures_and_claims(tmp_path):
     found = pd.read_csv(out / "claims.csv")
     assert (found["study"] == "threshold-noise").any()
     assert len(pd.read_csv(out / "all_runs.csv")) == 18
+
+
+def test_metrics_examination_shows_the_constant_nmi_and_m1_near_half_aia(tmp_path):
+    # four methods; the paper's NMI pinned near 1 for all (as on normalised features); M1 = AIA/2 + 0.3;
+    # our M2 (CKA) reverses the AIA order, so it is reported as ranking methods differently from AIA
+    for i, m in enumerate(["finetune", "lwf", "mcil", "mcil-no-mi"]):
+        for seed in range(3):
+            aia = 50.0 + 10 * i + seed
+
+            def fix(result, i=i, aia=aia):
+                p = result["metrics"]["paper"]
+                for v in ("official", "full"):
+                    p[v].update(nmi_v=1.0024, nmi_a=1.0024 - 1e-5 * i, m1=aia / 2 + 0.3, s_steps=[1.0, 0.99])
+                p["ours"].update(m1_weight_official=0.15, m1_weight_full=0.005, m2_ours_cka=0.9 - 0.1 * i,
+                                 m1_ours_weighted=aia / 2 + 40)
+
+            put(tmp_path, aia=aia, method=m, seed=seed, fix=fix)
+    r = studies.study_metrics(studies.load_study_data([tmp_path]), ["clean"], S)
+    ex = r.table[r.table["kind"] == "examination"].set_index("a")
+    assert ex.loc["NMI(x, x), D = 128", "value"] == pytest.approx(1.0024, abs=5e-5)
+    assert ex.loc["NMI(x, independent y), D = 128", "value"] == pytest.approx(1.0024, abs=5e-5)
+    assert ex.loc["NMI(x, −x), D = 512", "value"] == pytest.approx(1.0005, abs=5e-5)
+    half = ex.loc["M2 fusion half (full)"]
+    assert half["value"] == pytest.approx(0.5012, abs=1e-4) and half["ci_high"] - half["ci_low"] < 1e-4
+    assert ex.loc["M1 − AIA/2 (official)", "value"] == pytest.approx(0.3)
+    assert ex.loc["forgetting weight w (full)", "value"] == pytest.approx(0.005)
+    tau = r.table[r.table["kind"] == "tau"].set_index(["a", "b"])
+    assert tau.loc[("M2 ours (CKA)", "AIA"), "verdict"] == "disagree"
+    assert tau.loc[("M1 ours (weighted)", "AIA"), "verdict"] == "agree"
+    text = r.paragraph["text"]
+    assert "M2 ours (CKA) (clean T=2: disagree)" in text and "NMI(x, x) = 1.0024" in text

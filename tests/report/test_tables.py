@@ -51,7 +51,8 @@ def test_main_table_mean_std_by_hand(runs):
     assert ft["std"] == pytest.approx(math.sqrt(8.0))  # values 40, 44
     # sweeps and other T are not in the main table's T=2 cells; the T=3 run is its own column
     assert _cell(s, method="mcil", T=3, metric="aia")["n"] == 1
-    assert set(s["metric"]) == {"aia", "last", "m1", "m2"}
+    # no zero-shot run and no "ours" values in these runs: those columns are left out
+    assert set(s["metric"]) == {"aia", "last", "forgetting", "m1", "m2"}
 
     wide = tables.wide(s, "method")
     assert list(wide.index) == ["mcil", "mcil-no-aavfm", "finetune"]  # mcil, presets, then the others
@@ -104,7 +105,7 @@ def test_renderers(runs):
     assert md.startswith("## Main\n")
     assert "| mcil | 74.00 ± 2.00 |" in md
     tex = tables.to_latex(wide, "Main", "tab:main")
-    assert r"74.00 $\pm$ 2.00" in tex and r"\begin{tabular}{lcccccccc}" in tex
+    assert r"74.00 $\pm$ 2.00" in tex and r"\begin{tabular}{lcccccccccc}" in tex
     assert "no runs" in tables.to_latex(pd.DataFrame(), "Empty")
     assert "_No runs for this table._" in tables.to_markdown(pd.DataFrame(), "Empty")
 
@@ -112,5 +113,29 @@ def test_renderers(runs):
 def test_empty_runs_give_empty_tables(tmp_path):
     empty, _ = aggregate.collect([])
     written = tables.write_tables(empty, tmp_path, "0.8", 0.7)
-    assert len(written) == 15
+    assert len(written) == 18  # 5 tables + reproduced.{csv,md,tex}
     assert pd.read_csv(tmp_path / "main.csv").empty
+
+
+def test_reproduced_table_sources_and_ours(runs_root):
+    for seed, a in enumerate([66.0, 68.0, 70.0]):
+        write_run(runs_root, dataset="miniaric", method="mcil", T=5, seed=seed, acc=[a] * 5)
+    runs, _ = aggregate.load_runs([runs_root])
+    t = tables.reproduced_table(runs, "0.8", 0.7)
+    mini = t[(t.index == "mcil") & (t["setting"] == "miniARIC")].iloc[0]
+    half = 4.302652729749462 * 2.0 / math.sqrt(3)
+    assert mini["reported"] == "67.76" and "2506.09999" in mini["source"]
+    assert mini["ours"] == f"mcil T=5: 68.00 [{68 - half:.2f}, {68 + half:.2f}] (n=3)"
+    esc = t[(t.index == "mcil") & (t["setting"] == "ImageNet-ESC-19")].iloc[0]
+    assert esc["ours"].startswith("not run here (needs imagenet-esc-19")
+    moe = t.loc["moe-adapters"]
+    assert moe["reported"] == "85.21" and moe["reproduced by"] == "LibContinual 85.49"
+    assert "no published number" in t.loc["lwf", "source"]
+
+
+def test_docs_list_every_reported_number():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "reproduced.md").read_text()
+    for r in tables.REPORTED:
+        assert f"{r.value:.2f}" in text and r.published_as in text, r
