@@ -28,7 +28,7 @@ and its gradient vanish (measured: max |∂L_MI/∂x| ≈ 0.004 vs ≈ 0.1 for L
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ __all__ = [
     "mi_loss",
     "total_loss",
     "check_finite",
+    "grad_norm",
 ]
 
 CwVariant = Literal["weighted", "official"]
@@ -123,6 +124,20 @@ def mi_loss(
 def total_loss(l_cw: torch.Tensor, l_mi: torch.Tensor, alpha: float) -> torch.Tensor:
     """``α·L_CW + (1 − α)·L_MI``."""
     return alpha * l_cw + (1.0 - alpha) * l_mi
+
+
+def grad_norm(term: torch.Tensor, inputs: Sequence[torch.Tensor]) -> float:
+    """``‖∂term/∂(inputs)‖₂`` over all ``inputs`` together (any shapes), a float.
+
+    Inputs that ``term`` does not depend on (or that need no gradient) count as zero; the graph is
+    retained, so the caller can still backpropagate ``term``. Only the part of the graph between
+    ``term`` and ``inputs`` is traversed, so asking for a small module's parameters is cheap.
+    """
+    inputs = [x for x in inputs if x.requires_grad]
+    if not term.requires_grad or not inputs:
+        return 0.0
+    grads = torch.autograd.grad(term, inputs, retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float(g.detach().double().pow(2).sum()) for g in grads if g is not None))
 
 
 def check_finite(terms: Mapping[str, torch.Tensor]) -> None:
