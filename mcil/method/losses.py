@@ -43,6 +43,8 @@ __all__ = [
     "soft_cross_entropy",
     "cw_loss",
     "mi_loss",
+    "infonce_mi",
+    "grad_norm_scale",
     "total_loss",
     "check_finite",
     "grad_norm",
@@ -51,6 +53,7 @@ __all__ = [
 CwVariant = Literal["weighted", "official"]
 Reduction = Literal["mean", "sum"]
 MiInput = Literal["unit-rms", "official"]
+MiEstimator = Literal["official", "infonce"]
 
 
 def cosine_logits(
@@ -98,27 +101,74 @@ def cw_loss(
     raise ValueError(f"loss.cw: unknown variant {variant!r}; allowed: weighted, official")
 
 
+def infonce_mi(x: torch.Tensor, y: torch.Tensor, temperature: float, reduction: Reduction = "mean") -> torch.Tensor:
+    """InfoNCE estimate of MI(x; y) from ``n`` paired rows ``x, y`` ``(n, D)``, a scalar.
+
+    ``ℓ_ij = cos(x_i, y_j) / τ``; per row ``log n − ½(CE(ℓ_i·, i) + CE(ℓ_·i, i))`` (both
+    directions, as CLIP), summed over rows (``'sum'``) or averaged (``'mean'``). It is a lower
+    bound on the true MI, at most ``log n``, and ``log n − log n = 0`` for a single pair. Cosines
+    make it invariant to the features' norm and width D, and its gradient w.r.t. a unit feature is
+    at most ``2/τ`` per row, like cross-entropy over cosine logits at scale ``s = 1/τ``.
+    """
+    n = x.shape[0]
+    logits = F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).t() / temperature  # (n, n)
+    target = torch.arange(n, device=x.device)
+    ce = 0.5 * (
+        F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.t(), target, reduction="none")
+    )  # (n,)
+    rows = math.log(n) - ce
+    return rows.sum() if reduction == "sum" else rows.mean()
+
+
 def mi_loss(
     f_fused: torch.Tensor,
     f_v: torch.Tensor,
     f_a: torch.Tensor,
     reduction: Reduction = "mean",
     inputs: MiInput = "unit-rms",
+    estimator: MiEstimator = "official",
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """``−MI(f_fused, f_v) − MI(f_fused, f_a)``; inputs ``(n, D)`` for the n fused samples.
 
-    Minimising it maximises both MI terms (MI of this estimator is ≥ 0, so L_MI ≤ 0).
-    ``inputs='unit-rms'`` multiplies every feature by sqrt(D) first (see the module docstring);
-    ``'official'`` uses them as given. ``n == 0`` gives a zero scalar (no sample fused).
+    Minimising it maximises both MI terms. ``estimator='official'``: the official softmax
+    estimator over the D entries (≥ 0, unbounded); ``inputs='unit-rms'`` multiplies every feature
+    by sqrt(D) first, ``'official'`` uses them as given. ``estimator='infonce'``:
+    :func:`infonce_mi` at ``temperature`` (``inputs`` does not apply: cosines ignore the norm).
+    ``n == 0`` gives a zero scalar (no sample fused).
     """
     if f_fused.shape[0] == 0:
         return f_fused.new_zeros((), dtype=torch.float32)
+    if estimator == "infonce":
+        if not temperature > 0:
+            raise ValueError(f"infonce temperature must be > 0, got {temperature!r}")
+        return -(infonce_mi(f_fused, f_v, temperature, reduction) + infonce_mi(f_fused, f_a, temperature, reduction))
+    if estimator != "official":
+        raise ValueError(f"loss.mi_estimator: unknown value {estimator!r}; allowed: official, infonce")
     if inputs == "unit-rms":
         k = math.sqrt(f_fused.shape[1])
         f_fused, f_v, f_a = f_fused * k, f_v * k, f_a * k
     elif inputs != "official":
         raise ValueError(f"loss.mi_input: unknown value {inputs!r}; allowed: unit-rms, official")
     return -(mutual_information(f_fused, f_v, reduction) + mutual_information(f_fused, f_a, reduction))
+
+
+def grad_norm_scale(l_cw: torch.Tensor, l_mi: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """``stop-grad(‖∂L_CW/∂at‖ / ‖∂L_MI/∂at‖)``, a detached scalar (0 when ‖∂L_MI/∂at‖ = 0).
+
+    ``at``: any tensor both losses depend on (the learner passes the fused features ``(n, D)``).
+    ``c·L_MI`` then pushes ``at`` exactly as hard as ``L_CW`` does, so in ``α·L_CW + (1−α)·c·L_MI``
+    α is the share of the gradient norm that L_CW gets, whatever the two losses' own scales.
+    The graph is retained; no host synchronisation.
+    """
+    if not (l_cw.requires_grad and l_mi.requires_grad and at.requires_grad):
+        return l_mi.new_zeros(())
+    (g_cw,) = torch.autograd.grad(l_cw, at, retain_graph=True, allow_unused=True)
+    (g_mi,) = torch.autograd.grad(l_mi, at, retain_graph=True, allow_unused=True)
+    if g_cw is None or g_mi is None:
+        return l_mi.new_zeros(())
+    n_cw, n_mi = g_cw.detach().float().norm(), g_mi.detach().float().norm()
+    return torch.where(n_mi > 0, n_cw / n_mi.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(n_mi))
 
 
 def total_loss(l_cw: torch.Tensor, l_mi: torch.Tensor, alpha: float) -> torch.Tensor:

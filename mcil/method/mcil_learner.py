@@ -39,7 +39,7 @@ from mcil.config import ConfigError, RunConfig
 from mcil.errors import UserError
 from mcil.method.aavfm import DynamicFusion, adaptive_threshold, gate_decision, pearson_r, select_features
 from mcil.method.base import Batch, BatchLoader, Learner, Prediction, Task
-from mcil.method.losses import check_finite, cosine_logits, cw_loss, grad_norm, mi_loss, total_loss
+from mcil.method.losses import check_finite, cosine_logits, cw_loss, grad_norm, grad_norm_scale, mi_loss, total_loss
 from mcil.method.mife import MIFE, MifeConfig
 from mcil.method.prompts import average_prototypes, fill_prompts, load_templates
 from mcil.method.registry import register_learner, register_preset
@@ -392,14 +392,20 @@ class McilLearner(Learner):
         logits = cosine_logits(out.final, protos, self._scale(), normalize_prototypes=self._normalize_templates)
         base = torch.where(has_image.unsqueeze(1), v, a)
         l_cw = cw_loss(logits, y, base, self.cfg.loss.cw, self.cfg.loss.label_smoothing)
+        lc = self.cfg.loss
         l_mi = mi_loss(
-            out.f_fused, v[out.fused], a[out.fused], self.cfg.loss.mi_reduction, self.cfg.loss.mi_input
+            out.f_fused, v[out.fused], a[out.fused], lc.mi_reduction, lc.mi_input, lc.mi_estimator, 1.0 / self._scale()
         )
-        if self._task_step < self.options.grad_probe_steps:
-            self._probe_gradients(l_cw, l_mi, out)
-        self._task_step += 1
-        loss = total_loss(l_cw, l_mi, self.cfg.loss.alpha)
         terms = {"loss_cw": l_cw, "loss_mi": l_mi}
+        mi_term = l_mi
+        if lc.mi_scale == "grad-norm" and lc.alpha < 1.0:  # at α = 1 the MI term has no weight anyway
+            c = grad_norm_scale(l_cw, l_mi, out.f_fused)
+            mi_term = c * l_mi
+            terms["mi_weight"] = c
+        if self._task_step < self.options.grad_probe_steps:
+            self._probe_gradients(l_cw, mi_term, out)
+        self._task_step += 1
+        loss = total_loss(l_cw, mi_term, lc.alpha)
         if self.mife is not None and self.options.balance_loss > 0:
             l_bal = self.mife.pop_balance_loss()
             if l_bal is not None:
@@ -420,8 +426,10 @@ class McilLearner(Learner):
         return result
 
     def _probe_gradients(self, l_cw: torch.Tensor, l_mi: torch.Tensor, out: _Fused) -> None:
-        """Record ``‖∇L_MI‖ / ‖∇L_CW‖`` (unweighted by α) w.r.t. the trainable fusion parameters and
-        w.r.t. the fused features ``(n_fused, D)``: the two places both terms reach. Costs two
+        """Record ``‖∇L_MI‖ / ‖∇L_CW‖`` (unweighted by α; ``l_mi`` is the MI term as it enters the
+        loss, i.e. times the grad-norm weight under ``loss.mi_scale=grad-norm``) w.r.t. the
+        trainable fusion parameters and w.r.t. the fused features ``(n_fused, D)``: the two places
+        both terms reach. Costs two
         ``autograd.grad`` calls through the fusion module only (not the towers), on the first
         ``grad_probe_steps`` steps of each task; steps where no sample fused are skipped."""
         if self.fusion is None or not bool(out.fused.any()) or not l_mi.requires_grad:
@@ -616,11 +624,13 @@ register_preset(
         "loss.cw": "official",
         "loss.mi_reduction": "sum",
         "loss.mi_input": "official",
+        "loss.mi_estimator": "official",
+        "loss.mi_scale": "none",
         "fusion.gate": "batch",
         "fusion.th": 0.8,
         "fusion.attention": "batch-official",
     },
     doc="the official code's behaviour: shared 5-expert pool, top-1 (router cannot learn), freeze hack, "
-    "raw logit scale, L_CW = CE, summed MI on unit vectors, batch gate at th 0.8, batch-mixing attention (add optim.pairing=official-shuffled "
+    "raw logit scale, L_CW = CE, summed MI on unit vectors without gradient normalisation, batch gate at th 0.8, batch-mixing attention (add optim.pairing=official-shuffled "
     "for its unaligned image/audio loaders)",
 )

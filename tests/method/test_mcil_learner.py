@@ -67,11 +67,15 @@ def test_train_step_is_finite_and_the_loss_decreases_on_a_fixed_batch(mk):
     learner = mk.learner(fusion__gate="always")
     batch = mk.batch([0, 1, 2, 0, 1, 2])
     outs = run_task(learner, TASK0, [batch], steps=12)
-    assert set(outs[0]) == {"loss", "loss_cw", "loss_mi", "fusion_rate"}
+    assert set(outs[0]) == {"loss", "loss_cw", "loss_mi", "mi_weight", "fusion_rate"}  # mi_scale=grad-norm
     assert all(math.isfinite(v) for o in outs for v in o.values())
-    assert outs[0]["fusion_rate"] == 1.0 and outs[0]["loss_mi"] < 0
+    assert outs[0]["fusion_rate"] == 1.0 and outs[0]["loss_mi"] < 0 and outs[0]["mi_weight"] > 0
     assert outs[-1]["loss"] < outs[0]["loss"] - 0.05
-    assert math.isclose(outs[0]["loss"], 0.7 * outs[0]["loss_cw"] + 0.3 * outs[0]["loss_mi"], rel_tol=1e-5)
+    o = outs[0]
+    assert math.isclose(o["loss"], 0.7 * o["loss_cw"] + 0.3 * o["mi_weight"] * o["loss_mi"], rel_tol=1e-5)
+    plain = run_task(mk.learner(fusion__gate="always", loss__mi_scale="none"), TASK0, [batch], steps=1)[0]
+    assert set(plain) == {"loss", "loss_cw", "loss_mi", "fusion_rate"}
+    assert math.isclose(plain["loss"], 0.7 * plain["loss_cw"] + 0.3 * plain["loss_mi"], rel_tol=1e-5)
 
 
 def test_predict_shapes_and_gate_always(mk):
