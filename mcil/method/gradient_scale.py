@@ -61,7 +61,7 @@ class GradientScale:
 
 
 def feature_gradient_scale(
-    variant: MiVariant, dim: int, batch: int, n_classes: int = 4, scale: float = 1 / 0.07, noise: float = 1.0, seed: int = 0
+    variant: MiVariant, dim: int, batch: int, n_classes: int = 4, scale: float = 1 / 0.07, noise: float = 6.0, seed: int = 0
 ) -> GradientScale:
     """L_CW and L_MI and their gradient norms w.r.t. the fused features ``f`` ``(batch, dim)``.
 
