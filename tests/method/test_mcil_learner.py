@@ -314,6 +314,12 @@ def test_gradient_ratio_is_recorded_per_task_and_matches_a_hand_computation(mk):
     first = stats["per_task"]["0"]["steps"][0]["fusion_params"]
     assert first["cw"] == pytest.approx(norms[1.0], rel=1e-4) and first["mi"] == pytest.approx(norms[0.0], rel=1e-4)
     assert stats["per_task"]["0"]["steps"][0]["fusion_params"]["ratio"] == pytest.approx(norms[0.0] / norms[1.0], rel=1e-4)
+    # it is what result.json's schema describes (learner_statistics.loss_gradients)
+    import jsonschema
+
+    from mcil.schemas import result_schema
+
+    jsonschema.Draft202012Validator(result_schema()["properties"]["learner_statistics"]).validate(learner.statistics())
     # the record survives a checkpoint (extra state)
     bare = mk.learner(backbone=backbone, options={"dropout": 0.0, "grad_probe_steps": 2}, **kw)
     bare.load_state_dict(learner.state_dict())
