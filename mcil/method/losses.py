@@ -16,13 +16,15 @@ L_CW (``loss.cw``), the similarity-weighted class-incremental loss (``L_WCCL`` i
   batch-mates of other classes is asked for a less confident prediction. The weights are
   detached (targets, not a path for gradients).
 
-L_MI (``loss.mi_reduction``, ``loss.mi_input``): ``−MI(f_fused, f_v) − MI(f_fused, f_a)`` with the
-official softmax MI estimator (:func:`mcil.metrics.paper.mutual_information`), over the samples
-that took the fusion path; 0 when none did. The estimator takes a softmax over the D entries of
-``x ⊙ y``; for unit vectors those entries are O(1/D), the softmax is almost uniform and the loss
-and its gradient vanish (measured: max |∂L_MI/∂x| ≈ 0.004 vs ≈ 0.1 for L_CW). ``unit-rms``
-(default) first rescales each unit vector by sqrt(D), so entries have unit RMS at any width;
-``official`` keeps the unit vectors.
+L_MI: ``−MI(f_fused, f_v) − MI(f_fused, f_a)`` over the samples that took the fusion path; 0 when
+none did (:func:`mi_loss`). ``loss.mi_estimator``: ``official`` (the official softmax estimator
+over the D feature entries, :func:`mcil.metrics.paper.mutual_information`; unbounded) with
+``loss.mi_input`` ``unit-rms`` (unit features × sqrt(D)) or ``official`` (unit features: the
+softmax is almost uniform and the gradient ~1/200 of L_CW's), or ``infonce``
+(:func:`infonce_mi`, cosines at τ = 1/s). ``loss.mi_scale=grad-norm`` (the learner; default)
+weighs L_MI by :func:`grad_norm_scale`, so that α is L_CW's share of the gradient on the fused
+features: no fixed estimator keeps ‖∇L_MI‖/‖∇L_CW‖ stable, because L_CW saturates on easy tasks
+and the official estimator never does (docs/method.md, measured ratios per variant).
 """
 
 from __future__ import annotations
