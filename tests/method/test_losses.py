@@ -192,8 +192,8 @@ def test_grad_norm_variants_push_the_fused_feature_as_hard_as_cross_entropy(dim,
 
 
 def test_infonce_value_and_gradient_do_not_depend_on_width():
-    """InfoNCE on cosines sees D only through the geometry: its value stays ≤ 2·log B in
-    magnitude at every width, where the official unit-rms value grows with D."""
+    """InfoNCE on cosines sees D only through the geometry: L_MI ≥ −2·log B always (each MI
+    estimate is ≤ log B) and here ≤ 0, at every width, where the official unit-rms value grows with D."""
     for batch in (4, 16, 64):
         for dim in (32, 128, 512):
             r = feature_gradient_scale(MiVariant("infonce"), dim, batch)

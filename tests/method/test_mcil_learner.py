@@ -265,6 +265,7 @@ PRESETS = {
         and l._scale() == OFFICIAL_LOGIT_SCALE
         and l.cfg.loss.mi_reduction == "sum"
         and l.cfg.loss.mi_input == "official"
+        and (l.cfg.loss.mi_estimator, l.cfg.loss.mi_scale) == ("official", "none")
         and (l.cfg.fusion.gate, l.cfg.fusion.th) == ("batch", 0.8)
         and l.cfg.fusion.attention == "batch-official"
     ),
