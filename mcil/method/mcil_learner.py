@@ -8,7 +8,7 @@ Per batch (``train_step``)::
     f   = normalise(fusion(f_v, f_a))      where the gate is open; else f_v (f_a without image)
     t_c = text prototypes of the current task's classes (MIFE text adapters, gradients on)
     logits = s · cos(f, t_c)               current task's classes only (official)
-    L = α·L_CW + (1 − α)·L_MI (+ balance)
+    L = α·L_CW + (1 − α)·c·L_MI (+ balance)   c = ‖∂L_CW/∂f‖/‖∂L_MI/∂f‖ (loss.mi_scale=grad-norm) or 1
 
 ``predict`` scores all requested classes with prototypes of the evaluation template(s)
 (``eval_template``), cached until the text adapters change. Every choice and its config key is
