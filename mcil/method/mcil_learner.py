@@ -429,9 +429,9 @@ class McilLearner(Learner):
         """Record ``‖∇L_MI‖ / ‖∇L_CW‖`` (unweighted by α; ``l_mi`` is the MI term as it enters the
         loss, i.e. times the grad-norm weight under ``loss.mi_scale=grad-norm``) w.r.t. the
         trainable fusion parameters and w.r.t. the fused features ``(n_fused, D)``: the two places
-        both terms reach. Costs two
-        ``autograd.grad`` calls through the fusion module only (not the towers), on the first
-        ``grad_probe_steps`` steps of each task; steps where no sample fused are skipped."""
+        both terms reach. Costs two ``autograd.grad`` calls through the fusion module only (not
+        the towers), on the first ``grad_probe_steps`` steps of each task; steps where no sample
+        fused are skipped."""
         if self.fusion is None or not bool(out.fused.any()) or not l_mi.requires_grad:
             return
         params = [p for p in self.fusion.parameters() if p.requires_grad]
