@@ -16,19 +16,21 @@ L_CW (``loss.cw``), the similarity-weighted class-incremental loss (``L_WCCL`` i
   batch-mates of other classes is asked for a less confident prediction. The weights are
   detached (targets, not a path for gradients).
 
-L_MI (``loss.mi_reduction``, ``loss.mi_input``): ``−MI(f_fused, f_v) − MI(f_fused, f_a)`` with the
-official softmax MI estimator (:func:`mcil.metrics.paper.mutual_information`), over the samples
-that took the fusion path; 0 when none did. The estimator takes a softmax over the D entries of
-``x ⊙ y``; for unit vectors those entries are O(1/D), the softmax is almost uniform and the loss
-and its gradient vanish (measured: max |∂L_MI/∂x| ≈ 0.004 vs ≈ 0.1 for L_CW). ``unit-rms``
-(default) first rescales each unit vector by sqrt(D), so entries have unit RMS at any width;
-``official`` keeps the unit vectors.
+L_MI: ``−MI(f_fused, f_v) − MI(f_fused, f_a)`` over the samples that took the fusion path; 0 when
+none did (:func:`mi_loss`). ``loss.mi_estimator``: ``official`` (the official softmax estimator
+over the D feature entries, :func:`mcil.metrics.paper.mutual_information`; unbounded) with
+``loss.mi_input`` ``unit-rms`` (unit features × sqrt(D)) or ``official`` (unit features: the
+softmax is almost uniform and the gradient ~1/200 of L_CW's), or ``infonce``
+(:func:`infonce_mi`, cosines at τ = 1/s). ``loss.mi_scale=grad-norm`` (the learner; default)
+weighs L_MI by :func:`grad_norm_scale`, so that α is L_CW's share of the gradient on the fused
+features: no fixed estimator keeps ‖∇L_MI‖/‖∇L_CW‖ stable, because L_CW saturates on easy tasks
+and the official estimator never does (docs/method.md, measured ratios per variant).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +45,17 @@ __all__ = [
     "soft_cross_entropy",
     "cw_loss",
     "mi_loss",
+    "infonce_mi",
+    "grad_norm_scale",
     "total_loss",
     "check_finite",
+    "grad_norm",
 ]
 
 CwVariant = Literal["weighted", "official"]
 Reduction = Literal["mean", "sum"]
 MiInput = Literal["unit-rms", "official"]
+MiEstimator = Literal["official", "infonce"]
 
 
 def cosine_logits(
@@ -97,21 +103,50 @@ def cw_loss(
     raise ValueError(f"loss.cw: unknown variant {variant!r}; allowed: weighted, official")
 
 
+def infonce_mi(x: torch.Tensor, y: torch.Tensor, temperature: float, reduction: Reduction = "mean") -> torch.Tensor:
+    """InfoNCE estimate of MI(x; y) from ``n`` paired rows ``x, y`` ``(n, D)``, a scalar.
+
+    ``ℓ_ij = cos(x_i, y_j) / τ``; per row ``log n − ½(CE(ℓ_i·, i) + CE(ℓ_·i, i))`` (both
+    directions, as CLIP), summed over rows (``'sum'``) or averaged (``'mean'``). It is a lower
+    bound on the true MI, at most ``log n``, and ``log n − log n = 0`` for a single pair. Cosines
+    make it invariant to the features' norm and width D, and its gradient w.r.t. a unit feature is
+    at most ``2/τ`` per row, like cross-entropy over cosine logits at scale ``s = 1/τ``.
+    """
+    n = x.shape[0]
+    logits = F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).t() / temperature  # (n, n)
+    target = torch.arange(n, device=x.device)
+    ce = 0.5 * (
+        F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.t(), target, reduction="none")
+    )  # (n,)
+    rows = math.log(n) - ce
+    return rows.sum() if reduction == "sum" else rows.mean()
+
+
 def mi_loss(
     f_fused: torch.Tensor,
     f_v: torch.Tensor,
     f_a: torch.Tensor,
     reduction: Reduction = "mean",
     inputs: MiInput = "unit-rms",
+    estimator: MiEstimator = "official",
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """``−MI(f_fused, f_v) − MI(f_fused, f_a)``; inputs ``(n, D)`` for the n fused samples.
 
-    Minimising it maximises both MI terms (MI of this estimator is ≥ 0, so L_MI ≤ 0).
-    ``inputs='unit-rms'`` multiplies every feature by sqrt(D) first (see the module docstring);
-    ``'official'`` uses them as given. ``n == 0`` gives a zero scalar (no sample fused).
+    Minimising it maximises both MI terms. ``estimator='official'``: the official softmax
+    estimator over the D entries (≥ 0, unbounded); ``inputs='unit-rms'`` multiplies every feature
+    by sqrt(D) first, ``'official'`` uses them as given. ``estimator='infonce'``:
+    :func:`infonce_mi` at ``temperature`` (``inputs`` does not apply: cosines ignore the norm).
+    ``n == 0`` gives a zero scalar (no sample fused).
     """
     if f_fused.shape[0] == 0:
         return f_fused.new_zeros((), dtype=torch.float32)
+    if estimator == "infonce":
+        if not temperature > 0:
+            raise ValueError(f"infonce temperature must be > 0, got {temperature!r}")
+        return -(infonce_mi(f_fused, f_v, temperature, reduction) + infonce_mi(f_fused, f_a, temperature, reduction))
+    if estimator != "official":
+        raise ValueError(f"loss.mi_estimator: unknown value {estimator!r}; allowed: official, infonce")
     if inputs == "unit-rms":
         k = math.sqrt(f_fused.shape[1])
         f_fused, f_v, f_a = f_fused * k, f_v * k, f_a * k
@@ -120,9 +155,41 @@ def mi_loss(
     return -(mutual_information(f_fused, f_v, reduction) + mutual_information(f_fused, f_a, reduction))
 
 
+def grad_norm_scale(l_cw: torch.Tensor, l_mi: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """``stop-grad(‖∂L_CW/∂at‖ / ‖∂L_MI/∂at‖)``, a detached scalar (0 when ‖∂L_MI/∂at‖ = 0).
+
+    ``at``: any tensor both losses depend on (the learner passes the fused features ``(n, D)``).
+    ``c·L_MI`` then pushes ``at`` exactly as hard as ``L_CW`` does, so in ``α·L_CW + (1−α)·c·L_MI``
+    α is the share of the gradient norm that L_CW gets, whatever the two losses' own scales.
+    The graph is retained; no host synchronisation.
+    """
+    if not (l_cw.requires_grad and l_mi.requires_grad and at.requires_grad):
+        return l_mi.new_zeros(())
+    (g_cw,) = torch.autograd.grad(l_cw, at, retain_graph=True, allow_unused=True)
+    (g_mi,) = torch.autograd.grad(l_mi, at, retain_graph=True, allow_unused=True)
+    if g_cw is None or g_mi is None:
+        return l_mi.new_zeros(())
+    n_cw, n_mi = g_cw.detach().float().norm(), g_mi.detach().float().norm()
+    return torch.where(n_mi > 0, n_cw / n_mi.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(n_mi))
+
+
 def total_loss(l_cw: torch.Tensor, l_mi: torch.Tensor, alpha: float) -> torch.Tensor:
     """``α·L_CW + (1 − α)·L_MI``."""
     return alpha * l_cw + (1.0 - alpha) * l_mi
+
+
+def grad_norm(term: torch.Tensor, inputs: Sequence[torch.Tensor]) -> float:
+    """``‖∂term/∂(inputs)‖₂`` over all ``inputs`` together (any shapes), a float.
+
+    Inputs that ``term`` does not depend on (or that need no gradient) count as zero; the graph is
+    retained, so the caller can still backpropagate ``term``. Only the part of the graph between
+    ``term`` and ``inputs`` is traversed, so asking for a small module's parameters is cheap.
+    """
+    inputs = [x for x in inputs if x.requires_grad]
+    if not term.requires_grad or not inputs:
+        return 0.0
+    grads = torch.autograd.grad(term, inputs, retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float(g.detach().double().pow(2).sum()) for g in grads if g is not None))
 
 
 def check_finite(terms: Mapping[str, torch.Tensor]) -> None:

@@ -8,7 +8,7 @@ Per batch (``train_step``)::
     f   = normalise(fusion(f_v, f_a))      where the gate is open; else f_v (f_a without image)
     t_c = text prototypes of the current task's classes (MIFE text adapters, gradients on)
     logits = s · cos(f, t_c)               current task's classes only (official)
-    L = α·L_CW + (1 − α)·L_MI (+ balance)
+    L = α·L_CW + (1 − α)·c·L_MI (+ balance)   c = ‖∂L_CW/∂f‖/‖∂L_MI/∂f‖ (loss.mi_scale=grad-norm) or 1
 
 ``predict`` scores all requested classes with prototypes of the evaluation template(s)
 (``eval_template``), cached until the text adapters change. Every choice and its config key is
@@ -39,7 +39,7 @@ from mcil.config import ConfigError, RunConfig
 from mcil.errors import UserError
 from mcil.method.aavfm import DynamicFusion, adaptive_threshold, gate_decision, pearson_r, select_features
 from mcil.method.base import Batch, BatchLoader, Learner, Prediction, Task
-from mcil.method.losses import check_finite, cosine_logits, cw_loss, mi_loss, total_loss
+from mcil.method.losses import check_finite, cosine_logits, cw_loss, grad_norm, grad_norm_scale, mi_loss, total_loss
 from mcil.method.mife import MIFE, MifeConfig
 from mcil.method.prompts import average_prototypes, fill_prompts, load_templates
 from mcil.method.registry import register_learner, register_preset
@@ -83,6 +83,9 @@ class McilOptions:
         "backbone", "backbone: s = exp(logit_scale) of the backbone; official-raw: s = ln(1/0.07), raw prototypes"
     )
     fusion_hidden: int | None = _opt(None, "hidden width of the fusion MLP (null: the embedding width)")
+    grad_probe_steps: int = _opt(
+        3, "first steps of each task on which ||grad L_MI|| / ||grad L_CW|| is measured (statistics; 0 = off)"
+    )
 
     def validate(self, prefix: str) -> None:
         for name in ("n_experts", "experts_per_task", "top_k", "bottleneck"):
@@ -92,6 +95,8 @@ class McilOptions:
             raise ConfigError(f"{prefix}.dropout: {self.dropout!r} is out of range; allowed: [0, 1)")
         if self.balance_loss < 0:
             raise ConfigError(f"{prefix}.balance_loss: {self.balance_loss!r} is out of range; allowed: >= 0")
+        if self.grad_probe_steps < 0:
+            raise ConfigError(f"{prefix}.grad_probe_steps: {self.grad_probe_steps!r} is out of range; allowed: >= 0")
         if self.fusion_hidden is not None and self.fusion_hidden < 1:
             raise ConfigError(f"{prefix}.fusion_hidden: {self.fusion_hidden!r} must be >= 1 or null")
         if self.official_freeze_hack and self.experts != "official":
@@ -169,6 +174,8 @@ class McilLearner(Learner):
         self._param_stats: dict[str, dict[str, int]] = {"added_per_task": {}, "trainable_per_task": {}}
         self._threshold_stats: dict[str, float] = {}
         self._own_params_last = 0
+        self._task_step = 0  # training steps taken in the current task (gradient probe)
+        self._grad_stats: dict[str, list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------------------------------
     # small helpers
@@ -361,6 +368,7 @@ class McilLearner(Learner):
             self.mife.begin_task(task.index)
         self._prepare_task(task)
         self._r_running = []
+        self._task_step = 0
         own = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.trainable_parameters())
         key = str(task.index)
@@ -384,11 +392,20 @@ class McilLearner(Learner):
         logits = cosine_logits(out.final, protos, self._scale(), normalize_prototypes=self._normalize_templates)
         base = torch.where(has_image.unsqueeze(1), v, a)
         l_cw = cw_loss(logits, y, base, self.cfg.loss.cw, self.cfg.loss.label_smoothing)
+        lc = self.cfg.loss
         l_mi = mi_loss(
-            out.f_fused, v[out.fused], a[out.fused], self.cfg.loss.mi_reduction, self.cfg.loss.mi_input
+            out.f_fused, v[out.fused], a[out.fused], lc.mi_reduction, lc.mi_input, lc.mi_estimator, 1.0 / self._scale()
         )
-        loss = total_loss(l_cw, l_mi, self.cfg.loss.alpha)
         terms = {"loss_cw": l_cw, "loss_mi": l_mi}
+        mi_term = l_mi
+        if lc.mi_scale == "grad-norm" and lc.alpha < 1.0:  # at α = 1 the MI term has no weight anyway
+            c = grad_norm_scale(l_cw, l_mi, out.f_fused)
+            mi_term = c * l_mi
+            terms["mi_weight"] = c
+        if self._task_step < self.options.grad_probe_steps:
+            self._probe_gradients(l_cw, mi_term, out)
+        self._task_step += 1
+        loss = total_loss(l_cw, mi_term, lc.alpha)
         if self.mife is not None and self.options.balance_loss > 0:
             l_bal = self.mife.pop_balance_loss()
             if l_bal is not None:
@@ -407,6 +424,22 @@ class McilLearner(Learner):
         result = {"loss": loss, **{k: t.detach() for k, t in terms.items()}}
         result["fusion_rate"] = out.fused.float().mean().detach()
         return result
+
+    def _probe_gradients(self, l_cw: torch.Tensor, l_mi: torch.Tensor, out: _Fused) -> None:
+        """Record ``‖∇L_MI‖ / ‖∇L_CW‖`` (unweighted by α; ``l_mi`` is the MI term as it enters the
+        loss, i.e. times the grad-norm weight under ``loss.mi_scale=grad-norm``) w.r.t. the
+        trainable fusion parameters and w.r.t. the fused features ``(n_fused, D)``: the two places
+        both terms reach. Costs two ``autograd.grad`` calls through the fusion module only (not
+        the towers), on the first ``grad_probe_steps`` steps of each task; steps where no sample
+        fused are skipped."""
+        if self.fusion is None or not bool(out.fused.any()) or not l_mi.requires_grad:
+            return
+        params = [p for p in self.fusion.parameters() if p.requires_grad]
+        row: dict[str, Any] = {"step": self._task_step}
+        for name, inputs in (("fusion_params", params), ("fused_features", [out.f_fused])):
+            cw, mi = grad_norm(l_cw, inputs), grad_norm(l_mi, inputs)
+            row[name] = {"cw": cw, "mi": mi, "ratio": mi / cw if cw > 0 else None}
+        self._grad_stats.setdefault(self._stats_key(), []).append(row)
 
     def end_task(self, task: Task, loader: BatchLoader) -> None:
         """Adaptive gate: re-estimate the threshold over the task's whole train split (final adapters)."""
@@ -476,6 +509,7 @@ class McilLearner(Learner):
             "parameters": {k: dict(v) for k, v in self._param_stats.items()},
             "fusion": fusion,
         }
+        out["loss_gradients"] = _gradient_summary(self._grad_stats, self.options.grad_probe_steps)
         if self.mife is not None:
             out["experts"] = self.mife.statistics()
         return out
@@ -489,6 +523,8 @@ class McilLearner(Learner):
             "fusion_stats": {f"{p}|{k}": v.tolist() for (p, k), v in self._fusion_stats.items()},
             "r_running": torch.cat(self._r_running).tolist() if self._r_running else [],
             "own_params_last": self._own_params_last,
+            "task_step": self._task_step,
+            "grad_stats": {k: [dict(r) for r in v] for k, v in self._grad_stats.items()},
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
@@ -506,12 +542,36 @@ class McilLearner(Learner):
         }
         self._r_running = [torch.tensor(state["r_running"], dtype=torch.float32)] if state["r_running"] else []
         self._own_params_last = int(state["own_params_last"])
+        self._task_step = int(state.get("task_step", 0))
+        self._grad_stats = {k: [dict(r) for r in v] for k, v in state.get("grad_stats", {}).items()}
         self._text_version += 1
 
     def close(self) -> None:
         """Remove the adapter hooks from the backbone (the backbone is bare afterwards)."""
         if self.mife is not None:
             self.mife.detach()
+
+
+def _gradient_summary(stats: dict[str, list[dict[str, Any]]], probe_steps: int) -> dict[str, Any]:
+    """``statistics()['loss_gradients']``: per task, the median ratio over the probed steps (None
+    when every probed step had ‖∇L_CW‖ = 0) and the per-step norms."""
+
+    def median(rows: list[dict[str, Any]], where: str) -> float | None:
+        vals = sorted(r[where]["ratio"] for r in rows if r[where]["ratio"] is not None)
+        if not vals:
+            return None
+        mid = len(vals) // 2
+        return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+    per_task = {
+        key: {
+            "ratio_fusion_params": median(rows, "fusion_params"),
+            "ratio_fused_features": median(rows, "fused_features"),
+            "steps": [dict(r) for r in rows],
+        }
+        for key, rows in stats.items()
+    }
+    return {"probe_steps": probe_steps, "per_task": per_task}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -564,11 +624,13 @@ register_preset(
         "loss.cw": "official",
         "loss.mi_reduction": "sum",
         "loss.mi_input": "official",
+        "loss.mi_estimator": "official",
+        "loss.mi_scale": "none",
         "fusion.gate": "batch",
         "fusion.th": 0.8,
         "fusion.attention": "batch-official",
     },
     doc="the official code's behaviour: shared 5-expert pool, top-1 (router cannot learn), freeze hack, "
-    "raw logit scale, L_CW = CE, summed MI on unit vectors, batch gate at th 0.8, batch-mixing attention (add optim.pairing=official-shuffled "
+    "raw logit scale, L_CW = CE, summed MI on unit vectors without gradient normalisation, batch gate at th 0.8, batch-mixing attention (add optim.pairing=official-shuffled "
     "for its unaligned image/audio loaders)",
 )

@@ -14,10 +14,14 @@ from mcil.method.losses import (
     check_finite,
     cosine_logits,
     cw_loss,
+    grad_norm,
+    grad_norm_scale,
+    infonce_mi,
     mi_loss,
     similarity_weights,
     total_loss,
 )
+from mcil.method.gradient_scale import VARIANTS, MiVariant, feature_gradient_scale
 from mcil.metrics.paper import mutual_information
 
 
@@ -116,6 +120,111 @@ def test_mi_loss_descent_increases_mutual_information():
         f2 = f - 0.1 * f.grad
     after = float(mutual_information(f2, v, "sum") + mutual_information(f2, a, "sum"))
     assert after > before
+
+
+def test_official_mi_variants_are_unchanged():
+    # values pinned from the code before loss.mi_estimator / loss.mi_scale existed
+    f = torch.tensor([[0.6, 0.8, 0.0], [0.0, 0.6, -0.8]])
+    v = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    a = torch.tensor([[0.0, 1.0, 0.0], [0.6, 0.0, 0.8]])
+    pinned = {("sum", "official"): -4.88517951965332, ("sum", "unit-rms"): -5.628822326660156,
+              ("mean", "official"): -2.44258975982666, ("mean", "unit-rms"): -2.814411163330078}
+    for (reduction, inputs), value in pinned.items():
+        assert float(mi_loss(f, v, a, reduction, inputs)) == pytest.approx(value, rel=1e-6)
+        assert float(mi_loss(f, v, a, reduction, inputs, "official", 0.01)) == pytest.approx(value, rel=1e-6)
+
+
+def test_infonce_hand_values_and_bounds():
+    tau = 0.5
+    eye = torch.eye(2)
+    # ℓ = [[2, 0], [0, 2]]: per row and direction CE = log(1 + e^-2); MI estimate = log 2 − that
+    expected = math.log(2) - math.log(1 + math.exp(-2))
+    assert float(infonce_mi(eye, eye, tau)) == pytest.approx(expected, rel=1e-6)
+    assert float(infonce_mi(eye, eye, tau, "sum")) == pytest.approx(2 * expected, rel=1e-6)
+    assert float(infonce_mi(3 * eye, 0.5 * eye, tau)) == pytest.approx(expected, rel=1e-6)  # norm-invariant
+    assert float(infonce_mi(eye[:1], eye[:1], tau)) == 0.0  # one pair: log 1 − 0
+    assert float(mi_loss(eye, eye, eye, "mean", "unit-rms", "infonce", tau)) == pytest.approx(-2 * expected, rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 8, 32):
+        x, y = torch.randn(n, 16, generator=g), torch.randn(n, 16, generator=g)
+        for t in (0.01, 0.07, 1.0):
+            assert float(infonce_mi(x, y, t)) <= math.log(n) + 1e-6  # bounded by log n
+            assert float(infonce_mi(x, x, t)) >= 0.0  # perfectly paired: at least chance
+    with pytest.raises(ValueError, match="mi_estimator"):
+        mi_loss(eye, eye, eye, "mean", "unit-rms", "nce")
+    with pytest.raises(ValueError, match="temperature"):
+        mi_loss(eye, eye, eye, "mean", "unit-rms", "infonce", 0.0)
+
+
+def test_grad_norm_and_grad_norm_scale_hand_values():
+    x = torch.tensor([[1.0, 2.0], [0.0, -1.0]], requires_grad=True)
+    w_cw = torch.tensor([[3.0, 0.0], [0.0, 4.0]])  # ∂L_CW/∂x, norm 5
+    w_mi = torch.tensor([[0.0, 0.0], [0.0, 0.5]])  # ∂L_MI/∂x, norm 0.5
+    l_cw, l_mi = (x * w_cw).sum(), (x * w_mi).sum()
+    other = torch.ones(3, requires_grad=True)  # not on either graph: counts as zero
+    assert grad_norm(l_cw, [x, other]) == pytest.approx(5.0)
+    assert grad_norm(l_mi, [x]) == pytest.approx(0.5)
+    c = grad_norm_scale(l_cw, l_mi, x)
+    assert not c.requires_grad and float(c) == pytest.approx(10.0)
+    assert grad_norm(c * l_mi, [x]) == pytest.approx(grad_norm(l_cw, [x]))
+    # graph retained: the caller can still backpropagate
+    (l_cw + c * l_mi).backward()
+    assert torch.allclose(x.grad, w_cw + 10.0 * w_mi)
+    # no MI gradient (nothing fused / constant): weight 0, never inf
+    assert float(grad_norm_scale(l_cw.detach() + (x * w_cw).sum(), (x * 0.0).sum(), x)) == 0.0
+    assert float(grad_norm_scale(torch.tensor(1.0), l_mi, x)) == 0.0
+
+
+@pytest.mark.parametrize("dim", [32, 128, 512])
+@pytest.mark.parametrize("batch", [4, 16, 64])
+def test_grad_norm_variants_push_the_fused_feature_as_hard_as_cross_entropy(dim, batch):
+    """At every width and batch size the normalised MI term's gradient matches L_CW's; the
+    official estimator's does not (≪ 1 on unit vectors; with unit-rms it grows with D)."""
+    for v in VARIANTS:
+        r = feature_gradient_scale(v, dim, batch)
+        assert math.isfinite(r.l_cw) and math.isfinite(r.l_mi) and r.grad_cw > 0 and r.grad_mi > 0
+        if v.scale == "grad-norm":
+            assert r.ratio == pytest.approx(1.0, rel=1e-4), v.label
+        elif v == MiVariant("official", "official"):
+            assert r.ratio < 0.1, v.label
+    ratios = [feature_gradient_scale(MiVariant("official", "unit-rms"), d, batch).ratio for d in (32, 512)]
+    assert ratios[1] > 5 * ratios[0]  # unit-rms: the MI gradient grows with the width D
+
+
+def test_infonce_value_and_gradient_do_not_depend_on_width():
+    """InfoNCE on cosines sees D only through the geometry: L_MI ≥ −2·log B always (each MI
+    estimate is ≤ log B) and here ≤ 0, at every width, where the official unit-rms value grows with D."""
+    for batch in (4, 16, 64):
+        for dim in (32, 128, 512):
+            r = feature_gradient_scale(MiVariant("infonce"), dim, batch)
+            assert -2 * math.log(batch) - 1e-5 <= r.l_mi <= 0.0
+    official = [feature_gradient_scale(MiVariant("official", "unit-rms"), d, 16).l_mi for d in (32, 512)]
+    assert official[1] < official[0] - 1.0
+
+
+def test_alpha_changes_the_gradient_direction_with_grad_norm_but_not_with_official_input():
+    """Total gradient w.r.t. the fused features at α = 0.3 vs 0.7 (tiny generated example)."""
+
+    def direction(v: MiVariant, alpha: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(3)
+        protos = F.normalize(torch.randn(3, 16, generator=g), dim=-1)
+        y = torch.tensor([0, 1, 2, 0, 1, 2])
+        f_v = F.normalize(protos[y] + 1.5 * torch.randn(6, 16, generator=g), dim=-1)
+        f_a = F.normalize(protos[y] + 1.5 * torch.randn(6, 16, generator=g), dim=-1)
+        f = F.normalize(f_v + f_a, dim=-1).requires_grad_()
+        l_cw = F.cross_entropy(cosine_logits(f, protos, 1 / 0.07), y)
+        l_mi = mi_loss(f, f_v, f_a, "mean", v.inputs, v.estimator, 0.07)
+        if v.scale == "grad-norm":
+            l_mi = grad_norm_scale(l_cw, l_mi, f) * l_mi
+        total_loss(l_cw, l_mi, alpha).backward()
+        return F.normalize(f.grad.flatten(), dim=0)
+
+    def cos(v: MiVariant) -> float:
+        return float(direction(v, 0.3) @ direction(v, 0.7))
+
+    assert cos(MiVariant("official", "official")) > 0.999  # L_MI ~ 0: α only rescales, which Adam cancels
+    assert cos(MiVariant("official", "unit-rms", "grad-norm")) < 0.95
+    assert cos(MiVariant("infonce", "unit-rms", "grad-norm")) < 0.95
 
 
 def test_mi_loss_without_fused_samples_is_zero():

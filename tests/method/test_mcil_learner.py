@@ -67,11 +67,15 @@ def test_train_step_is_finite_and_the_loss_decreases_on_a_fixed_batch(mk):
     learner = mk.learner(fusion__gate="always")
     batch = mk.batch([0, 1, 2, 0, 1, 2])
     outs = run_task(learner, TASK0, [batch], steps=12)
-    assert set(outs[0]) == {"loss", "loss_cw", "loss_mi", "fusion_rate"}
+    assert set(outs[0]) == {"loss", "loss_cw", "loss_mi", "mi_weight", "fusion_rate"}  # mi_scale=grad-norm
     assert all(math.isfinite(v) for o in outs for v in o.values())
-    assert outs[0]["fusion_rate"] == 1.0 and outs[0]["loss_mi"] < 0
+    assert outs[0]["fusion_rate"] == 1.0 and outs[0]["loss_mi"] < 0 and outs[0]["mi_weight"] > 0
     assert outs[-1]["loss"] < outs[0]["loss"] - 0.05
-    assert math.isclose(outs[0]["loss"], 0.7 * outs[0]["loss_cw"] + 0.3 * outs[0]["loss_mi"], rel_tol=1e-5)
+    o = outs[0]
+    assert math.isclose(o["loss"], 0.7 * o["loss_cw"] + 0.3 * o["mi_weight"] * o["loss_mi"], rel_tol=1e-5)
+    plain = run_task(mk.learner(fusion__gate="always", loss__mi_scale="none"), TASK0, [batch], steps=1)[0]
+    assert set(plain) == {"loss", "loss_cw", "loss_mi", "fusion_rate"}
+    assert math.isclose(plain["loss"], 0.7 * plain["loss_cw"] + 0.3 * plain["loss_mi"], rel_tol=1e-5)
 
 
 def test_predict_shapes_and_gate_always(mk):
@@ -261,6 +265,7 @@ PRESETS = {
         and l._scale() == OFFICIAL_LOGIT_SCALE
         and l.cfg.loss.mi_reduction == "sum"
         and l.cfg.loss.mi_input == "official"
+        and (l.cfg.loss.mi_estimator, l.cfg.loss.mi_scale) == ("official", "none")
         and (l.cfg.fusion.gate, l.cfg.fusion.th) == ("batch", 0.8)
         and l.cfg.fusion.attention == "batch-official"
     ),
@@ -278,3 +283,69 @@ def test_presets(mk, name):
     out = learner.train_step(mk.batch([0, 1, 2, 0]))
     assert torch.isfinite(out["loss"])
     assert PRESETS[name](learner)
+
+
+# --------------------------------------------------------------------------------------------------
+# L_MI vs L_CW gradient scale
+# --------------------------------------------------------------------------------------------------
+def test_gradient_ratio_is_recorded_per_task_and_matches_a_hand_computation(mk):
+    backbone = mk.backbone()
+    kw = dict(fusion__gate="always", loss__mi_scale="none")
+    learner = mk.learner(backbone=backbone, options={"dropout": 0.0, "grad_probe_steps": 2}, **kw)
+    batches0, batches1 = task_batches(mk, TASK0), task_batches(mk, TASK1, seed=5)
+    run_task(learner, TASK0, batches0, steps=3)
+    run_task(learner, TASK1, batches1, steps=3)
+    stats = learner.statistics()["loss_gradients"]
+    json.dumps(stats)
+    assert stats["probe_steps"] == 2 and set(stats["per_task"]) == {"0", "1"}
+    for key, rec in stats["per_task"].items():
+        assert [r["step"] for r in rec["steps"]] == [0, 1]  # only the first grad_probe_steps steps
+        for where in ("ratio_fusion_params", "ratio_fused_features"):
+            assert math.isfinite(rec[where]) and rec[where] > 0, (key, where)
+    # by hand, on a fresh learner at the first step of task 0: with mi_scale=none the loss at
+    # α = 1 is L_CW and at α = 0 it is L_MI; backpropagate each and compare the fusion gradients
+    norms = {}
+    for alpha in (1.0, 0.0):
+        fresh = mk.learner(backbone=backbone, options={"dropout": 0.0, "grad_probe_steps": 0}, loss__alpha=alpha, **kw)
+        fresh.start_task(TASK0)
+        fresh.train()
+        fresh.train_step(batches0[0])["loss"].backward()
+        norms[alpha] = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in fresh.fusion.parameters() if p.grad is not None))
+        assert fresh.statistics()["loss_gradients"]["per_task"] == {}  # grad_probe_steps=0: off
+    first = stats["per_task"]["0"]["steps"][0]["fusion_params"]
+    assert first["cw"] == pytest.approx(norms[1.0], rel=1e-4) and first["mi"] == pytest.approx(norms[0.0], rel=1e-4)
+    assert stats["per_task"]["0"]["steps"][0]["fusion_params"]["ratio"] == pytest.approx(norms[0.0] / norms[1.0], rel=1e-4)
+    # it is what result.json's schema describes (learner_statistics.loss_gradients)
+    import jsonschema
+
+    from mcil.schemas import result_schema
+
+    jsonschema.Draft202012Validator(result_schema()["properties"]["learner_statistics"]).validate(learner.statistics())
+    # the record survives a checkpoint (extra state)
+    bare = mk.learner(backbone=backbone, options={"dropout": 0.0, "grad_probe_steps": 2}, **kw)
+    bare.load_state_dict(learner.state_dict())
+    assert bare.statistics()["loss_gradients"] == stats
+
+
+def test_grad_norm_makes_the_mi_term_push_the_fused_feature_as_hard_as_l_cw(mk):
+    learner = mk.learner(fusion__gate="always")  # default: loss.mi_scale=grad-norm
+    assert learner.cfg.loss.mi_scale == "grad-norm"
+    run_task(learner, TASK0, task_batches(mk, TASK0), steps=2)
+    run_task(learner, TASK1, task_batches(mk, TASK1, seed=5), steps=2)
+    for rec in learner.statistics()["loss_gradients"]["per_task"].values():
+        assert rec["ratio_fused_features"] == pytest.approx(1.0, rel=1e-4)
+    plain = mk.learner(fusion__gate="always", loss__mi_scale="none")
+    run_task(plain, TASK0, task_batches(mk, TASK0), steps=1)
+    assert plain.statistics()["loss_gradients"]["per_task"]["0"]["ratio_fused_features"] > 2.0  # unit-rms dominates
+
+
+def test_alpha_changes_training_with_grad_norm(mk):
+    backbone = mk.backbone()
+    batches = task_batches(mk, TASK0)
+    params = {}
+    for alpha in (0.3, 0.7):
+        learner = mk.learner(backbone=backbone, options={"dropout": 0.0}, fusion__gate="always", loss__alpha=alpha)
+        outs = run_task(learner, TASK0, batches, steps=3, lr=1e-3)
+        assert all(o["mi_weight"] > 0 for o in outs)
+        params[alpha] = torch.cat([p.detach().flatten() for p in learner.fusion.parameters()])
+    assert float((params[0.3] - params[0.7]).abs().max()) > 1e-4  # α decides how much of the step L_MI gets
