@@ -29,11 +29,13 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/checks.smk"
 include: "workflow/rules/tune.smk"
+include: "workflow/rules/calibrate.smk"
 
 
 
 rule all:
-    """Everything: every configured run, the tables, the figures and results/claims.md."""
+    """Everything: every configured run, the tables, the figures, results/claims.md and results/calibration.md."""
     default_target: True
     input:
         rules.aggregate.output,
+        rules.calibrate.output,

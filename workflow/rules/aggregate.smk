@@ -29,6 +29,7 @@ rule aggregate:
         noisy=" ".join(noisy_datasets()) or "none",
         tolerance=config["claims"]["tolerance"],
         confidence=config["claims"]["confidence"],
+        expected=expected_cells(),
     conda:
         CONDA_ENV
     log:
@@ -42,4 +43,5 @@ rule aggregate:
         "{params.mcil} aggregate --runs {input} --out results --figures figures"
         " --default-th {params.th} --default-alpha {params.alpha}"
         " --noisy {params.noisy} --tolerance {params.tolerance} --confidence {params.confidence}"
+        " --expected-methods {params.expected}"
         " > {log} 2>&1"

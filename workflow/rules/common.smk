@@ -36,7 +36,7 @@ GATE_WORDS = ("always", "never", "adaptive")
 NUMBER_RE = r"[0-9]+(?:\.[0-9]+)?"
 
 # What `mcil aggregate` writes (mcil/report/tables.py TABLE_SPECS, mcil/report/plots.py FIGURES).
-TABLES = ["main", "ablation", "threshold", "alpha", "tasks"]
+TABLES = ["main", "ablation", "threshold", "alpha", "tasks", "reproduced"]
 FIGURES = ["accuracy_curves", "threshold_sweep", "alpha_sweep", "fusion_rate", "expert_usage"]
 
 
@@ -566,6 +566,14 @@ def tune_overrides():
         **config.get("run", {}),
     }
     return " ".join(shlex.quote(f"{k}={_yaml_value(v)}") for k, v in items.items())
+
+
+def expected_cells():
+    """`mcil aggregate --expected-methods`: every configured (dataset, T, method) of the main setting, so a
+    claim over every baseline is graded "partial" where one of them was not configured."""
+    th, alpha = label(config["defaults"]["th"]), label(config["defaults"]["alpha"])
+    cells = {f"{r['dataset']}:{r['T']}:{r['method']}" for r in all_runs() if r["th"] == th and r["alpha"] == alpha}
+    return " ".join(sorted(cells))
 
 
 def noisy_datasets():
