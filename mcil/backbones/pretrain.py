@@ -109,7 +109,10 @@ class PretrainOptions:
     a random non-empty subset of the class's visual (audio) attribute values, e.g. "a photo of a
     red star." — instead of the full class name (needs ``PretrainData.class_parts``);
     augment: image flip/shift and
-    audio gain/shift; max_shift_px / max_shift_s / gain_range: augmentation strengths.
+    audio gain/shift; max_shift_px / max_shift_s / gain_range: augmentation strengths;
+    image_audio_weight: weight of the image–audio pair in the mean of the three pair losses (1 =
+    plain mean). Above 1 the towers learn the picture–sound correspondence harder, which is what lets
+    the Pearson r of a pair of an *unseen* class say whether picture and sound belong together.
     """
 
     epochs: int = 10
@@ -124,6 +127,7 @@ class PretrainOptions:
     max_shift_px: int = 4
     max_shift_s: float = 0.1
     gain_range: tuple[float, float] = (0.8, 1.2)
+    image_audio_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -132,6 +136,8 @@ class PretrainOptions:
             )
         if not 0.0 <= self.partial_text <= 1.0:
             raise BackboneError(f"pretrain: --partial-text {self.partial_text} must be a probability in [0, 1]")
+        if not self.image_audio_weight > 0:
+            raise BackboneError(f"pretrain: --image-audio-weight {self.image_audio_weight} must be > 0")
 
 
 @dataclass
@@ -376,7 +382,7 @@ def pretrain(
                     )
                     emb[f"text:{m}"] = model.encode_text(model.tokenize(texts))
                 scale = model.logit_scale_tensor()
-                losses = []
+                losses, weights = [], []
                 for a, b in PAIRS:
                     if b == "text":
                         keep, pos, zb = has[a], positives[a], emb[f"text:{a}"]
@@ -387,9 +393,14 @@ def pretrain(
                     pair_loss = contrastive_loss(emb[a][keep], zb[keep], pos[keep][:, keep], scale)
                     sums[f"{a}-{b}"] += float(pair_loss.detach())
                     losses.append(pair_loss)
+                    weights.append(options.image_audio_weight if b == "audio" else 1.0)
                 if not losses:
                     continue
-                loss = torch.stack(losses).mean()
+                if all(w == 1.0 for w in weights):
+                    loss = torch.stack(losses).mean()
+                else:
+                    w = torch.tensor(weights)
+                    loss = (torch.stack(losses) * w).sum() / w.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if options.grad_clip > 0:
@@ -545,6 +556,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="probability of a partial attribute description instead of the full class name (0 = names only)",
     )
     p.add_argument("--no-augment", action="store_true", help="disable image/audio augmentation")
+    p.add_argument("--image-audio-weight", type=float, default=defaults.image_audio_weight,
+                   help="weight of the image-audio pair among the three contrastive losses (1 = plain mean)")
     p.add_argument(
         "--eval-only", action="store_true", help="load --out and only (re)write its zero-shot table"
     )
@@ -588,7 +601,7 @@ def run_cli(args: argparse.Namespace) -> int:
     command = (
         f"mcil pretrain --data {args.data} --out {args.out} --seed {args.seed} --epochs {args.epochs} "
         f"--batch-size {args.batch_size} --lr {args.lr} --partial-text {args.partial_text} "
-        f"--cache-dir {args.cache_dir} --threads {args.threads}"
+        f"--cache-dir {args.cache_dir} --threads {args.threads} --image-audio-weight {args.image_audio_weight}"
         + (" --no-augment" if args.no_augment else "")
     )
     if args.eval_only:
@@ -626,6 +639,7 @@ def run_cli(args: argparse.Namespace) -> int:
         seed=args.seed,
         partial_text=args.partial_text,
         augment=not args.no_augment,
+        image_audio_weight=args.image_audio_weight,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)

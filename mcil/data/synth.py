@@ -149,6 +149,10 @@ PITCHES: dict[str, float] = {
     "shrill": 987.8,
 }
 PITCH_JITTER = 4.0
+# Per-sample sensor noise (standard deviation drawn uniformly from these ranges): pixel noise on [0, 1]
+# images, white noise on clips whose peak is 0.3-0.85. Strong enough that no attribute is read for free.
+IMAGE_NOISE = (0.04, 0.12)
+AUDIO_NOISE = (0.02, 0.08)
 TIMBRES: tuple[str, ...] = ("whistle", "buzz", "reed", "bell", "hum", "rasp")
 RHYTHMS: tuple[str, ...] = ("steady", "pulsing", "rising", "falling", "staccato", "warbling")
 
@@ -622,7 +626,7 @@ def render_image(visual: tuple[str, str, str], rng: np.random.Generator,
     img = np.where(mask[:, :, None], obj, img)
 
     img = _downsample(img, _SUPERSAMPLE)
-    img += rng.normal(0.0, rng.uniform(0.01, 0.04), size=img.shape)
+    img += rng.normal(0.0, rng.uniform(IMAGE_NOISE[0], IMAGE_NOISE[1]), size=img.shape)
 
     if corruption:
         crng = corruption_rng if corruption_rng is not None else rng
@@ -734,7 +738,7 @@ def render_audio(audio: tuple[str, str, str], rng: np.random.Generator) -> np.nd
     peak = np.max(np.abs(wave))
     if peak > 0:
         wave = wave / peak * amp
-    wave = wave + rng.normal(0.0, rng.uniform(0.003, 0.02), size=NUM_SAMPLES)
+    wave = wave + rng.normal(0.0, rng.uniform(AUDIO_NOISE[0], AUDIO_NOISE[1]), size=NUM_SAMPLES)
     return np.clip(wave, -1.0, 1.0).astype(np.float32)
 
 

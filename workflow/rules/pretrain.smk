@@ -21,6 +21,7 @@ rule pretrain:
         data=lambda wc, input: os.path.dirname(input.manifest),
         cache_dir=CACHE_DIR,
         p=config["pretrain"],
+        ia_weight=config["pretrain"].get("image_audio_weight", 1.0),
     conda:
         CONDA_ENV
     log:
@@ -34,4 +35,4 @@ rule pretrain:
     shell:
         "{params.mcil} pretrain --data {params.data} --out {output.checkpoint} --epochs {params.p[epochs]}"
         " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --seed {params.p[seed]}"
-        " --cache-dir {params.cache_dir} --threads {threads} > {log} 2>&1"
+        " --cache-dir {params.cache_dir} --image-audio-weight {params.ia_weight} --threads {threads} > {log} 2>&1"
