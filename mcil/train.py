@@ -247,6 +247,7 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
     r_by_corr: dict[str, list[float]] = {}
     fused_by_corr: dict[str, list[int]] = {}
     feats: dict[str, list[torch.Tensor]] = {}
+    posts: dict[str, list[torch.Tensor]] = {}
     img_sum = None
     img_n = 0
     last_img_mean = None
@@ -298,6 +299,8 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
                 if keep_features:
                     for key, f in pred.features.items():
                         feats.setdefault(key, []).append(f.float().cpu())
+                    for key, lg in pred.by_modality.items():  # class posteriors per branch (M2, ours)
+                        posts.setdefault(key, []).append(torch.softmax(lg.float().cpu()[:, :scope], dim=1))
     acc = (100.0 * correct / np.maximum(total, 1)).tolist()
     out: dict[str, Any] = {
         "acc_row": acc,
@@ -319,6 +322,7 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
     }
     if keep_features:
         out["_features"] = {k: torch.cat(v) for k, v in feats.items()}
+        out["_posteriors"] = {k: torch.cat(v) for k, v in posts.items()}
         out["_last_batch_size"] = len(idx) if upto >= 0 else 0
     return out
 
@@ -496,6 +500,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     old_handlers = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     steps_this_process = 0
     final_features: dict[str, torch.Tensor] = {}
+    final_posteriors: dict[str, torch.Tensor] = {}
     last_bs = 0
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.amp == "bf16" and device.type == "cuda") else _NullCtx()
@@ -591,6 +596,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
             row = evaluate(learner, data, scenario, t, cfg, need_raw, keep_features=(t == T - 1))
             if t == T - 1:
                 final_features = row.pop("_features")
+                final_posteriors = row.pop("_posteriors")
                 last_bs = row.pop("_last_batch_size")
             state.rows.append(row)
             state.params.append(_count_params(learner))
@@ -613,6 +619,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     result = _build_result(
         user_cfg, cfg, method_info, run_hash, scenario, manifest, learner, backbone, state,
         final_features, last_bs, device, train_split, test_split, time.time() - t_start,
+        final_posteriors,
     )
     from mcil.schemas import validate_result
 
@@ -651,7 +658,7 @@ def _concat_batches(a, b):
 
 
 def _build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learner, backbone, state, final_features,
-                  last_bs, device, train_split, test_split, wall_s) -> dict[str, Any]:
+                  last_bs, device, train_split, test_split, wall_s, final_posteriors=None) -> dict[str, Any]:
     from mcil.metrics import summarise
     from mcil.metrics import compat
     from mcil.metrics import paper
@@ -669,6 +676,7 @@ def _build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, lear
         image_means_last_batch=[row["image_mean_last_batch"] for row in state.rows],
         image_means_full=[row["image_mean_full"] for row in state.rows],
         features=final_features, last_batch_size=last_bs, A0=A0,
+        posteriors=final_posteriors if final_posteriors and {"image", "audio", "fused"} <= set(final_posteriors) else None,
     )
     metrics["compat"] = {
         "continuum_1_2_7": compat.continuum_1_2_7(A, n),
