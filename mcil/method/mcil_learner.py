@@ -190,7 +190,29 @@ class McilLearner(Learner):
         # CLIP-style ensembling (each prompt normalised) unless reproducing the official raw average.
         return self.options.logit_scale == "backbone"
 
+    #: Encode prompts through the full context even where trimming is exact (``mcil bench``'s
+    #: official-style reference path sets it; ``mcil train`` never does).
+    full_text_context: bool = False
+
+    @property
+    def text_trim_exact(self) -> bool:
+        """Whether prompts may be encoded with their common padding cut off without changing a feature.
+
+        Holds when the bare text tower is invariant to it (``Backbone.TEXT_TRIM_EXACT``: causal or
+        key-masked attention) and no text adapter reads a padding position: the MIFE experts act
+        per position, and a ``first-token`` router reads only SOT. A ``mean`` router averages
+        over all L positions, padding included, so trimming would change its routing (tested in
+        tests/backbones/test_text_trim.py). Dropout inside the experts then draws its masks for a
+        tensor of the trimmed shape: the same distribution, not the same draw (docs/benchmarks.md).
+        """
+        if not self.backbone.TEXT_TRIM_EXACT:
+            return False
+        return self.mife is None or self.options.router_input == "first-token"
+
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(P, L) prompt ids → (P, D) text features, trimmed to the longest prompt where exact."""
+        if self.text_trim_exact and not self.full_text_context:
+            tokens = self.backbone.trim_tokens(tokens)
         if self.mife is None:
             return self.backbone.encode_text(tokens)
         with self.mife.active():
