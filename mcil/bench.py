@@ -164,13 +164,62 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _peak_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA allocator peak, or the process's peak RSS on CPU (monotone)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    import resource
+def _rss_mb() -> float:
+    """Resident set size of this process now (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+def _release_memory() -> None:
+    """Hand freed heap back to the OS before a path starts (glibc keeps it otherwise), so the
+    second path's sampled RSS peak is not the first path's leftovers."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _PeakMemory:
+    """Peak memory of one path: the CUDA allocator's peak, or on CPU the highest RSS sampled every
+    50 ms by a daemon thread (the process-wide ``ru_maxrss`` never goes down, so it cannot tell
+    the second path's peak from the first's)."""
+
+    def __init__(self, device: torch.device) -> None:
+        import threading
+
+        self.device = device
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True) if device.type != "cuda" else None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _rss_mb())
+
+    def start(self) -> "_PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak = _rss_mb()
+            self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        """Stop sampling; returns the peak (MB)."""
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_mb())
+        return self.peak
 
 
 class _FileBatches:
@@ -381,8 +430,8 @@ def bench_paths(
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         if optimised and spec.channels_last:
             backbone.to(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        _release_memory()
+        mem = _PeakMemory(device).start()
 
         def get(split: str, sel: torch.Tensor):
             if optimised:
@@ -455,10 +504,11 @@ def bench_paths(
         eval_s = time.perf_counter() - t0
         n_train = sum(len(s) for s in train_sel[1 + spec.warmup :])
         n_eval = sum(len(s) for s in test_sel[1:])
+        peak_mb = mem.stop()
         results[path] = {
             "train": {"samples": n_train, "seconds": train_s, "samples_per_s": n_train / train_s if train_s else math.nan},
             "eval": {"samples": n_eval, "seconds": eval_s, "samples_per_s": n_eval / eval_s if eval_s else math.nan},
-            "peak_memory_mb": _peak_mb(device),
+            "peak_memory_mb": peak_mb,
             "bf16": use_bf16,
             "channels_last": optimised and spec.channels_last,
         }
@@ -512,7 +562,7 @@ def bench_paths(
 def format_table(res: dict[str, Any], title: str) -> str:
     """The table printed to stdout (also what docs/benchmarks.md records)."""
     lines = [title]
-    lines.append(f"{'path':<15} {'train samples/s':>16} {'eval samples/s':>15} {'peak MB':>9}")
+    lines.append(f"{'path':<15} {'train samples/s':>16} {'eval samples/s':>15} {'peak MB':>9}")  # CPU: RSS sampled during the path; CUDA: allocator peak
     for path in PATHS:
         r = res[path]
         tag = " (bf16)" if r["bf16"] else ""
