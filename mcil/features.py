@@ -24,11 +24,21 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def encode_split(backbone, split, tower: str, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """(N, D) float32 embeddings of ``split`` through ``tower`` ('image' | 'audio'); zeros where absent."""
+def encode_split(
+    backbone, split, tower: str, device: torch.device, batch_size: int = 256, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N, D) float32 embeddings of ``split`` through ``tower`` ('image' | 'audio'); zeros where absent.
+
+    ``rows`` (int64 indices), if given, encodes only those rows and leaves the others zero: for
+    ``mcil bench``, which touches a few dozen samples of a split that may hold thousands.
+    """
     n = len(split.labels)
     out = torch.zeros(n, backbone.embed_dim, dtype=torch.float32)
     present = split.has_image if tower == "image" else split.has_audio
+    if rows is not None:
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[rows.long().cpu()] = True
+        present = present.bool() & keep
     idx_all = torch.nonzero(present, as_tuple=False).flatten()
     for start in range(0, len(idx_all), batch_size):
         idx = idx_all[start : start + batch_size]

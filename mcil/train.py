@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.json"
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines inside an epoch
 
 
 class Interrupted(Exception):
@@ -546,6 +547,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                 audio_perm = _epoch_order(idx_task, cfg.train_seed + 7919, t, epoch) if cfg.optim.pairing == "official-shuffled" else None
                 t_epoch = time.time()
                 n_epoch = 0
+                # Progress within an epoch (an AudioCLIP epoch on a CPU runs for hours): every
+                # PROGRESS_EVERY_S seconds, samples/s so far and the epoch's ETA.
+                t_progress = t_epoch
                 for b in range(in_epoch, steps_per_epoch):
                     sel = perm[b * bs : (b + 1) * bs]
                     a_sel = audio_perm[b * bs : (b + 1) * bs] if audio_perm is not None else None
@@ -574,6 +578,15 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                     n_epoch += len(batch)
                     state.train_samples += len(batch)
                     steps_this_process += 1
+                    now = time.time()
+                    if now - t_progress >= PROGRESS_EVERY_S:
+                        rate = n_epoch / max(now - t_epoch, 1e-9)
+                        left = (steps_per_epoch - b - 1) * bs / max(rate, 1e-9)
+                        log.info(
+                            "task %d/%d epoch %d/%d step %d/%d: %.2f samples/s, ETA epoch %.0fs",
+                            t + 1, T, epoch + 1, cfg.optim.epochs, b + 1, steps_per_epoch, rate, left,
+                        )
+                        t_progress = now
                     if state.step % cfg.checkpoint_every == 0 and state.step < total_steps:
                         save_state(opt)
                     if stop["flag"] or (stop_after_steps is not None and steps_this_process >= stop_after_steps):

@@ -34,6 +34,7 @@ __all__ = [
     "build_backbone",
     "available_backbones",
     "file_sha256",
+    "trimmed_length",
 ]
 
 
@@ -88,6 +89,24 @@ class Backbone(nn.Module):
     def token_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) int64 → (B, L, W) token embeddings (before positional embeddings)."""
         raise NotImplementedError
+
+    #: Whether :meth:`encode_text` of the *bare* tower gives the same features for ``tokens`` and
+    #: ``tokens[:, :trimmed_length(tokens)]`` (causal mask, or padding masked as keys, and a pool
+    #: that reads only real tokens). False unless a backbone proves it (tested per backbone).
+    TEXT_TRIM_EXACT: bool = False
+    #: The id that pads token sequences on the right.
+    text_pad_id: int = 0
+
+    def trim_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids → (B, L') with L' = the longest sequence through its last non-pad token.
+
+        Why: prompts are a dozen BPE tokens padded to CLIP's 77; every text block costs O(L), so
+        encoding only the columns some sequence uses is a large exact saving where
+        :attr:`TEXT_TRIM_EXACT` holds. Returns ``tokens`` unchanged where it does not.
+        """
+        if not self.TEXT_TRIM_EXACT:
+            return tokens
+        return tokens[:, : trimmed_length(tokens, self.text_pad_id)]
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """List of strings → (B, L) int64 token ids (errors on texts that do not fit)."""
@@ -155,6 +174,19 @@ def build_backbone(name: str, checkpoint: str | Path | None = None, **kwargs) ->
         raise BackboneError(f"backbone.name: {name!r} is not registered; available: {', '.join(sorted(_REGISTRY))}")
     model = _REGISTRY[name](checkpoint, **kwargs)
     return model.freeze()
+
+
+def trimmed_length(tokens: torch.Tensor, pad_id: int = 0) -> int:
+    """Smallest L such that every row of ``tokens`` (B, L0) is pad-only after column L (≥ 1).
+
+    One vectorised reduction (no per-row Python): the last non-pad column + 1, max over rows.
+    """
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"trimmed_length expects (B, L ≥ 1) token ids, got {tuple(tokens.shape)}")
+    used = (tokens != pad_id).any(dim=0)  # (L0,) column holds a real token in some row
+    if not bool(used.any()):
+        return 1
+    return int(torch.nonzero(used, as_tuple=False).max()) + 1
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

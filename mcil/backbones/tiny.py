@@ -419,6 +419,10 @@ class TinyBackbone(Backbone):
     """
 
     name = "tiny"
+    # Padding is masked as attention keys and pooling reads only real tokens, so dropping the
+    # all-padding columns leaves every feature unchanged (tests/backbones/test_tiny.py).
+    TEXT_TRIM_EXACT = True
+    text_pad_id = SPECIAL_TOKENS.index("<pad>")
 
     def __init__(self, config: TinyConfig, vocab: Sequence[str]) -> None:
         super().__init__()

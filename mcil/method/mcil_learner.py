@@ -75,6 +75,12 @@ class McilOptions:
     )
     balance_loss: float = _opt(0.0, "weight of the Switch load-balancing loss (0 = off, as official)")
     router_input: Literal["mean", "first-token"] = _opt("mean", "router sees the token mean or token 0 (official)")
+    text_router_input: Literal["same", "mean", "first-token"] = _opt(
+        "same",
+        "router input of the text sites only (same: router_input); first-token with router_input=mean is the "
+        "official text routing on a convolutional image tower (AudioCLIP RN50), and lets prompts be encoded "
+        "trimmed to the longest one, exactly",
+    )
     bottleneck: int = _opt(64, "expert bottleneck width")
     adapter_scale: float = _opt(0.1, "fixed output scale of every expert")
     dropout: float = _opt(0.1, "dropout inside the experts")
@@ -154,8 +160,14 @@ class McilLearner(Learner):
         self.cfg = cfg
         self.options = options
         device = next(backbone.parameters()).device
-        sites = list(backbone.image_sites()) + list(backbone.text_sites())
-        self.mife: MIFE | None = MIFE(sites, options.mife_config()).to(device) if options.mife else None
+        image_sites, text_sites = list(backbone.image_sites()), list(backbone.text_sites())
+        self.mife: MIFE | None = MIFE(image_sites + text_sites, options.mife_config()).to(device) if options.mife else None
+        if self.mife is not None and options.text_router_input not in ("same", options.router_input):
+            # Text sites are token layouts, where either router input is defined; the image sites
+            # keep router_input (a convolutional tower only has the spatial mean).
+            text_cfg = dataclasses.replace(options.mife_config(), router_input=options.text_router_input)
+            for adapter in list(self.mife.adapters)[len(image_sites):]:
+                adapter.cfg = text_cfg
         if self.mife is None:  # both encoders frozen: the trainer may serve cached image embeddings too
             self.FROZEN_FEATURES = frozenset({"image", "audio"})
         self.fusion: DynamicFusion | None = None
@@ -197,7 +209,34 @@ class McilLearner(Learner):
         # CLIP-style ensembling (each prompt normalised) unless reproducing the official raw average.
         return self.options.logit_scale == "backbone"
 
+    #: Encode prompts through the full context even where trimming is exact (``mcil bench``'s
+    #: official-style reference path sets it; ``mcil train`` never does).
+    full_text_context: bool = False
+
+    @property
+    def text_trim_exact(self) -> bool:
+        """Whether prompts may be encoded with their common padding cut off without changing a feature.
+
+        Holds when the bare text tower is invariant to it (``Backbone.TEXT_TRIM_EXACT``: causal or
+        key-masked attention) and no text adapter reads a padding position: the MIFE experts act
+        per position, and a ``first-token`` router reads only SOT. A ``mean`` router averages
+        over all L positions, padding included, so trimming would change its routing (tested in
+        tests/backbones/test_text_trim.py). Dropout inside the experts then draws its masks for a
+        tensor of the trimmed shape: the same distribution, not the same draw (docs/benchmarks.md).
+        """
+        if not self.backbone.TEXT_TRIM_EXACT:
+            return False
+        return self.mife is None or self._text_router_input == "first-token"
+
+    @property
+    def _text_router_input(self) -> str:
+        o = self.options
+        return o.router_input if o.text_router_input == "same" else o.text_router_input
+
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(P, L) prompt ids → (P, D) text features, trimmed to the longest prompt where exact."""
+        if self.text_trim_exact and not self.full_text_context:
+            tokens = self.backbone.trim_tokens(tokens)
         if self.mife is None:
             return self.backbone.encode_text(tokens)
         with self.mife.active():

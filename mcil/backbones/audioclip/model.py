@@ -58,6 +58,10 @@ class AudioCLIP(Backbone):
     name = "audioclip"
     embed_dim = EMBED_DIM
     preprocess = AUDIOCLIP_PREPROCESS
+    # The causal mask: the EOT feature never sees the zero padding after it, so trimming the
+    # padding columns leaves every feature unchanged (tests/backbones/test_audioclip.py).
+    TEXT_TRIM_EXACT = True
+    text_pad_id = 0
 
     def __init__(self, *, device: torch.device | str | None = None) -> None:
         super().__init__()
