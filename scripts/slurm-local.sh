@@ -182,13 +182,13 @@ start_db() {
 }
 
 up() {
-    mkdir -p "$STATE"/{log,ctld,d}
     if alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid"; then
         log "already up (state in $STATE)"
         sinfo
         return 0
     fi
     [[ $(id -u) -eq 0 ]] || cannot "not root (munge, slurmctld, slurmd and slurmdbd need root here)"
+    mkdir -p "$STATE"/{log,ctld,d}
     install_packages
     write_configs
     start_munge

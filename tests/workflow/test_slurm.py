@@ -28,8 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
 MCIL_RUN = "rule_train_wildcards_synav-clean_mcil_"  # the plugin's --comment of the mcil training job
 
 
@@ -131,6 +129,28 @@ def _submitted(output: str) -> list[tuple[str, str]]:
     return re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.", output)
 
 
+def test_unavailable_slurm_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cannot run: no root"):
+        _unavailable("no root")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="SLURM cannot start here: no root"):
+        _unavailable("no root")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to become another user")
+def test_script_says_why_it_cannot_start(tmp_path):
+    """As a normal user, `up` exits 2 with the reason (what the cluster test reports) and starts nothing."""
+    state = tmp_path / "state"
+    res = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"MCIL_SLURM_DIR={state}", "bash", str(SCRIPT), "up"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert "cannot start SLURM here: not root" in res.stderr
+    assert not state.exists()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_smoke_through_slurm_profile_resumes_after_scancel(slurm_cluster, tmp_path):
     t0 = time.time()
     work = tmp_path / "work"
