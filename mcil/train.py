@@ -84,14 +84,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# The resume state is read with ``torch.load(weights_only=True)``: on a cluster ``results/`` is a
+# shared file system, and a pickle there would run code in the next job. So it holds tensors and
+# primitives only (dicts, lists, tuples, str, int, float, bool, None) — no dataclass, no numpy.
+STATE_FORMAT = 2
+
+
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """The three generators' states as tensors and primitives (``weights_only``-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": [int(version), torch.tensor(internal, dtype=torch.int64), gauss_next],
+        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays made Python numbers/tensors (``weights_only``-loadable)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _load_state(state_path: Path, ckpt_dir: Path) -> dict[str, Any]:
+    """Read ``state.pt`` with ``weights_only=True``; anything else (an old pickle, a crafted file) is refused."""
+    import pickle
+
+    try:
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(
+            f"{state_path} is not a weights-only resume state (written by an older mcil, or not by mcil at all); "
+            f"refusing to unpickle it, as that could run code. Delete {ckpt_dir} to start this run again. ({e})"
+        ) from None
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
+        raise UserError(
+            f"{state_path} has an unknown resume-state format; delete {ckpt_dir} to start this run again"
+        )
+    return saved
 
 
 def json_clean(value: Any) -> Any:
@@ -463,13 +509,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     state_path = ckpt_dir / STATE_FILE
     resume_opt = None
     if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        saved = _load_state(state_path, ckpt_dir)
         if saved.get("config_hash") != run_hash:
             raise UserError(
                 f"{out_dir} holds a checkpoint of another configuration ({saved.get('config_hash')} != {run_hash}); "
                 "use another --out or delete that folder"
             )
-        state = saved["state"]
+        state = RunState(**saved["state"])
         for task_rec in saved["tasks_begun"]:
             learner.start_task(Task(**task_rec))
         learner.load_state_dict(saved["learner"])
@@ -481,11 +527,12 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     def save_state(opt) -> None:
         atomic_torch_save(
             {
+                "format": STATE_FORMAT,
                 "config_hash": run_hash,
-                "state": state,
-                "tasks_begun": [dataclasses.asdict(t) for t in learner.tasks_begun],
-                "learner": learner.state_dict(),
-                "optimizer": opt.state_dict() if opt is not None else None,
+                "state": _plain(dataclasses.asdict(state)),
+                "tasks_begun": _plain([dataclasses.asdict(t) for t in learner.tasks_begun]),
+                "learner": learner.state_dict(),  # tensors + learners' primitive extra states
+                "optimizer": _plain(opt.state_dict()) if opt is not None else None,
                 "rng": _rng_state(),
             },
             state_path,

@@ -183,6 +183,37 @@ def test_checkpoint_of_another_config_is_refused(tiny_env, tmp_path):
         train(_cfg(tiny_env, "loss.alpha=0.5"), out)
 
 
+class _Payload:
+    """A pickle that runs code when unpickled (what a crafted state.pt on a shared file system holds)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('payload ran')",)
+
+
+@pytest.mark.parametrize("content", ["payload", "old-format"])
+def test_resume_state_is_loaded_weights_only(tiny_env, tmp_path, content):
+    """state.pt is read with weights_only=True: a pickle with a payload (or an old mcil's state, which
+    held a dataclass) is refused with an error that says what to do, and the payload never runs."""
+    from mcil.errors import UserError
+    from mcil.train import RunState
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(_cfg(tiny_env, "checkpoint_every=1"), out, stop_after_steps=1)
+    state = out / "checkpoints" / "state.pt"
+    saved = torch.load(state, weights_only=True)  # what mcil writes loads safely
+    marker = tmp_path / "pwned"
+    saved["state"] = _Payload(marker) if content == "payload" else RunState(**saved["state"])
+    torch.save(saved, state)
+    with pytest.raises(UserError, match=r"refusing to unpickle.*Delete .*checkpoints to start this run again"):
+        train(_cfg(tiny_env, "checkpoint_every=1"), out)
+    assert not marker.exists()
+    assert not (out / "result.json").exists()
+
+
 def test_nan_loss_stops_without_result(tiny_env, tmp_path, monkeypatch):
     monkeypatch.setattr(_LinearProbe, "nan", True)
     out = tmp_path / "nan"
