@@ -218,7 +218,7 @@ def test_two_tasks_freeze_old_experts_count_parameters_and_resume_exactly(mk):
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)
-    saved = torch.load(buf, weights_only=False)
+    saved = torch.load(buf, weights_only=True)
     # as the trainer resumes: fresh learner, replay start_task, load
     fresh = mk.learner(backbone=backbone, seed=123, fusion__gate="sample", fusion__th=-1.0)
     fresh.start_task(TASK0)

@@ -30,7 +30,7 @@ rule pretrain:
         f"benchmarks/pretrain/{PRETRAIN_NAME}.tsv"
     threads: config["pretrain"]["threads"]
     resources:
-        gpu=1,
+        gpu=config["pretrain"]["gpus"],
         mem_mb=4000,
     shell:
         "{params.mcil} pretrain --data {params.data} --out {output.checkpoint} --epochs {params.p[epochs]}"
