@@ -198,7 +198,7 @@ def test_smoke_through_slurm_profile_resumes_after_scancel(slurm_cluster, tmp_pa
     jobs = _submitted(out1) + _submitted(out2)
     rule_of = {jobid: Path(path).relative_to(work / "logs" / "slurm").parts[0] for jobid, path in jobs}
     assert sorted(rule_of.values()) == sorted(
-        ["rule_synth", "rule_pretrain", "rule_cache", "rule_aggregate"] + ["rule_train"] * 4
+        ["rule_synth", "rule_pretrain", "rule_cache", "rule_calibrate", "rule_aggregate"] + ["rule_train"] * 4
     ), jobs  # finetune; mcil: attempt 1 and its retry (first command), the resumed attempt (second)
     assert [rule_of[j] for j, _ in _submitted(out2)] == ["rule_train", "rule_aggregate"]
     for jobid, path in jobs:  # the profile's slurm-logdir, one log per SLURM job, kept
