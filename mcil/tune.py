@@ -13,19 +13,23 @@ dotted key over candidate values for some methods, at the values chosen by the s
          pick: flattened, shared: true}
       - {name: lr, key: optim.lr, values: ["3e-4", "1e-3", "3e-3"], methods: [mcil, finetune, ...]}
 
-``pick``: ``best`` (highest mean validation score) or ``flattened`` (the smallest value whose score is
-within ``tolerance`` points of the best: where the validation curve has flattened, so more of the
-setting buys nothing). ``shared: true`` picks one value for all the step's methods (the mean over
-them); otherwise each method gets its own — every method that trains gets the same candidates, so
-none loses for lack of tuning. The score is validation AIA, or Last for one-task methods (joint).
+``pick``: ``best`` (highest mean validation score) or ``flattened`` (the first listed value whose score
+is within ``tolerance`` points of the best: on an ordered axis such as epochs, where the validation
+curve has flattened, so more of the setting buys nothing; on a choice listed default-first, keep the
+default unless another is clearly better). ``shared: true`` picks one value for all the step's
+methods (the mean over them) and every later step's runs of *every* method use it; otherwise each
+method gets its own — every method that trains gets the same candidates, so none loses for lack of
+tuning. The score is validation AIA, or Last for one-task methods (joint).
 
-Runs go to ``OUT/runs/<step>/<method>/<key>=<value>_s<seed>/result.json`` and are skipped when
-finished (a killed tune resumes); ``OUT/selection.{md,json}`` are written last, atomically.
+Runs go to ``OUT/runs/<step>/<method>/<key>=<value>_s<seed>-<hash>/result.json`` (hash: the run's
+full overrides) and are skipped when finished (a killed tune resumes); ``OUT/selection.{md,json}``
+are written last, atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -130,6 +134,7 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None) -> dict[str,
     if threads:
         torch.set_num_threads(threads)
     chosen: dict[str, dict[str, str]] = {}          # method -> key -> value
+    shared: dict[str, str] = {}                     # key -> value of shared steps: every later run uses it
     table: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     for step in spec.steps:
@@ -138,14 +143,18 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None) -> dict[str,
             for value in step.values:
                 scores = []
                 for seed in spec.seeds:
-                    extra = {"method.name": method, **spec.fixed.get(method, {}), **chosen.get(method, {}),
+                    extra = {"method.name": method, **spec.fixed.get(method, {}), **shared, **chosen.get(method, {}),
                              step.key: value, "train_seed": seed, "scenario.order_seed": seed}
-                    folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}"
+                    overrides = _overrides(spec.base, extra)
+                    # The folder names the run's full overrides (hash), so a changed earlier choice or
+                    # base never reuses a result made under other settings.
+                    digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+                    folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}-{digest}"
                     path = folder / RESULT_FILE
                     if path.is_file():
                         result = json.loads(path.read_text())
                     else:
-                        cfg = load_config(None, _overrides(spec.base, extra))
+                        cfg = load_config(None, overrides)
                         if cfg.data.eval_split != "val":
                             raise UserError("tune: base must set data.eval_split=val (settings are chosen on "
                                             "validation data, never on test)")
@@ -159,6 +168,7 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None) -> dict[str,
         if step.shared:
             mean = {v: sum(per_method[m][v] for m in step.methods) / len(step.methods) for v in step.values}
             value = pick_value(mean, step.values, step.pick, step.tolerance)
+            shared[step.key] = value
             for method in step.methods:
                 chosen.setdefault(method, {})[step.key] = value
             decisions.append({"step": step.name, "key": step.key, "methods": list(step.methods), "value": value,
@@ -169,8 +179,8 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None) -> dict[str,
                 chosen.setdefault(method, {})[step.key] = value
                 decisions.append({"step": step.name, "key": step.key, "methods": [method], "value": value,
                                   "scores": per_method[method], "pick": step.pick})
-    selection = {"seeds": list(spec.seeds), "base": spec.base, "chosen": chosen, "decisions": decisions,
-                 "runs": table}
+    selection = {"seeds": list(spec.seeds), "base": spec.base, "shared": shared, "chosen": chosen,
+                 "decisions": decisions, "runs": table}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "selection.json", json.dumps(selection, indent=2) + "\n")
     atomic_write_text(out / "selection.md", selection_markdown(selection))
@@ -195,6 +205,8 @@ def selection_markdown(selection: dict[str, Any]) -> str:
             cells = [f"**{d['scores'][v]:.1f}**" if v == d["value"] else f"{d['scores'][v]:.1f}" for v in values]
             lines.append(f"| {', '.join(d['methods'])} | " + " | ".join(cells) + f" | {d['value']} |")
         lines.append("")
+    if selection.get("shared"):
+        lines += ["Shared by every method: " + ", ".join(f"`{k}={v}`" for k, v in selection["shared"].items()), ""]
     lines += ["## Chosen", "", "| method | settings |", "|---|---|"]
     for method, keys in selection["chosen"].items():
         lines.append(f"| {method} | " + ", ".join(f"`{k}={v}`" for k, v in keys.items()) + " |")

@@ -53,8 +53,10 @@ def test_tune_runs_on_validation_and_chooses_in_order(tmp_path, tiny_env):
     for result in out.glob("runs/**/result.json"):
         r = json.loads(result.read_text())
         assert r["dataset"]["eval_split"] == "val" and r["dataset"]["n_test"] == 2 * r["dataset"]["n_classes"]
-    lr_run = json.loads((out / "runs/lr/finetune/optim.lr=1e-1_s0/result.json").read_text())
+    [lr_file] = out.glob("runs/lr/finetune/optim.lr=1e-1_s0-*/result.json")
+    lr_run = json.loads(lr_file.read_text())
     assert lr_run["resolved_config"]["optim"]["epochs"] == 1    # the schedule step's choice carried over
+    assert sel["shared"] == {"optim.epochs": "1"}
     md = (out / "selection.md").read_text()
     assert "## lr: `optim.lr` (best)" in md and "| finetune |" in md
     # A second call reuses every finished run (no training) and writes the same selection.
@@ -62,6 +64,21 @@ def test_tune_runs_on_validation_and_chooses_in_order(tmp_path, tiny_env):
     tune.run_tune(tune.load_spec(_spec(tmp_path, tiny_env)), out)
     assert {p: p.stat().st_mtime for p in out.glob("runs/**/result.json")} == mtimes
     assert json.loads((out / "selection.json").read_text())["chosen"] == sel["chosen"]
+
+
+def test_a_shared_choice_reaches_methods_outside_its_step_and_folders_name_the_settings(tmp_path, tiny_env):
+    import yaml
+
+    spec = yaml.safe_load(_spec(tmp_path, tiny_env).read_text())
+    spec["steps"][0]["values"] = [2, 1]          # the shared schedule step now picks 2 epochs
+    spec["steps"][1]["methods"] = ["finetune", "ewc"]
+    spec["steps"][1]["values"] = ["1e-2"]
+    path = tmp_path / "tune2.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sel = tune.run_tune(tune.load_spec(path), tmp_path / "out2")
+    [ewc_file] = (tmp_path / "out2").glob("runs/lr/ewc/optim.lr=1e-2_s0-*/result.json")
+    assert json.loads(ewc_file.read_text())["resolved_config"]["optim"]["epochs"] == 2   # ewc was not in step 1
+    assert sel["chosen"]["ewc"] == {"optim.lr": "1e-2"} and sel["shared"] == {"optim.epochs": "2"}
 
 
 def test_tune_refuses_to_choose_on_test(tmp_path, tiny_env):
