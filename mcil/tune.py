@@ -228,6 +228,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     if args.overrides:
+        bad = [item for item in args.overrides if "=" not in item]
+        if bad:
+            raise UserError(f"mcil tune: override {bad[0]!r} is not key=value (e.g. data.root=data/synav-clean)")
         extra = dict(item.split("=", 1) for item in args.overrides)
         spec = TuneSpec(base={**spec.base, **extra}, seeds=spec.seeds, steps=spec.steps, fixed=spec.fixed)
     selection = run_tune(spec, Path(args.out), threads=args.threads)

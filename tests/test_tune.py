@@ -94,3 +94,9 @@ def test_bad_spec_names_the_problem(tmp_path):
         tune.load_spec(bad)
     with pytest.raises(UserError, match="does not exist"):
         tune.load_spec(tmp_path / "nope.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text("steps:\n  - {name: x, key: optim.lr, values: [1e-3], methods: [mcil]}\n")
+    parser = argparse.ArgumentParser()
+    tune.configure_parser(parser)
+    with pytest.raises(UserError, match="'data.root' is not key=value"):
+        tune.run_cli(parser.parse_args(["--spec", str(good), "data.root"]))
