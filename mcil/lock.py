@@ -48,8 +48,10 @@ IGNORED = frozenset({"pip", "setuptools", "wheel", "mcil", "uv", "pip-tools", "b
 
 
 def normalise(name: str) -> str:
-    """PEP 503 name: ``Open_Clip.Torch`` → ``open-clip-torch``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """PEP 503 name: ``Open_Clip.Torch`` → ``open-clip-torch`` (packaging's canonical form)."""
+    from packaging.utils import canonicalize_name
+
+    return str(canonicalize_name(name))
 
 
 def repo_root() -> Path:

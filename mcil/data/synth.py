@@ -386,7 +386,10 @@ def _pretrain_attributes(seed: int, n: int) -> list[dict[str, str]]:
         values = ATTRIBUTE_VALUES[attr]
         base = [values[i % len(values)] for i in range(n)]
         columns[attr] = [base[j] for j in rng.permutation(n)]
-    rows = lambda: [{a: columns[a][i] for a in FREE_ATTRIBUTES} for i in range(n)]  # noqa: E731
+
+    def rows() -> list[dict[str, str]]:  # the current columns, read row-wise
+        return [{a: columns[a][i] for a in FREE_ATTRIBUTES} for i in range(n)]
+
     for _ in range(100_000):
         duplicate, group = -1, ()
         for key_of, attrs in ((_visual_key, ("shape", "colour", "texture")), (_audio_key, ("colour", "shape", "rhythm"))):

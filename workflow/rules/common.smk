@@ -159,10 +159,7 @@ def _flag(key):
 def synth_args(dataset):
     """`mcil synth` flags of a synth dataset's options (key `n_classes` -> `--n-classes`); options
     left out take mcil synth's defaults."""
-    flags = {"pretrain_classes": "--pretrain-classes"}
-    return " ".join(
-        f"{flags.get(k) or _flag(k)} {v}" for k, v in synth_options(dataset).items()
-    )
+    return " ".join(f"{_flag(k)} {v}" for k, v in synth_options(dataset).items())
 
 
 def expand_methods(items, where, method_sets=None):
