@@ -425,7 +425,7 @@ def bench_paths(
         learner.start_task(task)
         params = learner.trainable_parameters()
         _randomise_trainable(params, seed=cfg.train_seed + 1, scale=spec.randomise_scale)
-        opt = AdamW(params, lr=cfg.optim.lr) if params else None
+        opt = AdamW(params, lr=cfg.optim.lr, lr_scales=learner.lr_scales(params)) if params else None
         use_bf16 = optimised and spec.bf16
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         if optimised and spec.channels_last:

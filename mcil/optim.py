@@ -12,7 +12,7 @@ single-tensor path (its CPU default); ``tests/test_optim.py`` checks the paramet
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -22,8 +22,11 @@ __all__ = ["AdamW"]
 class AdamW:
     """``torch.optim.AdamW(params, lr, betas, eps, weight_decay)`` for one parameter group.
 
-    ``lr`` is a plain attribute (the trainer sets it every step from its schedule). State per
-    parameter: ``step`` (int), ``exp_avg``, ``exp_avg_sq`` (tensors like the parameter).
+    ``lr`` is a plain attribute (the trainer sets it every step from its schedule). ``lr_scales``
+    (one float per parameter, default all 1) multiplies it per parameter, as torch's parameter
+    groups with their own ``lr`` would: a learner whose parts need different step sizes (zero-
+    initialised adapters beside a fusion MLP) keeps one schedule. State per parameter: ``step``
+    (int), ``exp_avg``, ``exp_avg_sq`` (tensors like the parameter).
     """
 
     def __init__(
@@ -33,10 +36,14 @@ class AdamW:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
+        lr_scales: Sequence[float] | None = None,
     ) -> None:
         self.params = [p for p in params]
         if not self.params:
             raise ValueError("AdamW got an empty parameter list")
+        self.lr_scales = [1.0] * len(self.params) if lr_scales is None else [float(x) for x in lr_scales]
+        if len(self.lr_scales) != len(self.params) or not all(x > 0 for x in self.lr_scales):
+            raise ValueError(f"AdamW: lr_scales needs one positive factor per parameter ({len(self.params)})")
         if not (lr >= 0.0 and eps >= 0.0 and weight_decay >= 0.0 and 0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"AdamW: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), betas, float(eps), float(weight_decay)
@@ -53,7 +60,7 @@ class AdamW:
     def step(self) -> None:
         """One update of every parameter that has a gradient (others are skipped, as in torch)."""
         beta1, beta2 = self.betas
-        lr, eps = self.lr, self.eps
+        eps = self.eps
         for i, p in enumerate(self.params):
             grad = p.grad
             if grad is None:
@@ -64,6 +71,7 @@ class AdamW:
             exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
             self.steps[i] += 1
             step = self.steps[i]
+            lr = self.lr * self.lr_scales[i]
             p.mul_(1 - lr * self.weight_decay)
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

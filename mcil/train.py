@@ -486,6 +486,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
         order_seed=cfg.scenario.order_seed,
         dataset=manifest.name,
         class_names=list(manifest.class_names)[: len(manifest.incremental_labels)],
+        separate=manifest.twin_pairs if cfg.scenario.separate_twins else (),
     )
     T = len(scenario.tasks)
 
@@ -574,7 +575,11 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                 state.text_means.append(te.float().mean(0).cpu().tolist() if te is not None else [])
                 learner.start_task(task)
             params = learner.trainable_parameters()
-            opt = AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay) if params else None
+            opt = (
+                AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, lr_scales=learner.lr_scales(params))
+                if params
+                else None
+            )
             if resume_opt is not None and opt is not None and state.step > 0:
                 if "steps" not in resume_opt:
                     raise UserError(

@@ -74,3 +74,20 @@ def test_does_not_import_the_compiler():
     code = ("import sys, torch; from mcil.optim import AdamW; p = torch.nn.Parameter(torch.ones(2)); o = AdamW([p]); "
             "p.grad = torch.ones(2); o.step(); o.zero_grad(); print('torch._dynamo' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_lr_scales_act_as_per_parameter_lr():
+    """A factor s on one parameter equals a second optimizer at lr·s for it alone."""
+    ours, a, b = _params(0), _params(0), _params(0)
+    opt = AdamW(ours, lr=1e-2, lr_scales=[1.0, 10.0])
+    opt_a, opt_b = AdamW(a[:1], lr=1e-2), AdamW(b[1:], lr=1e-1)
+    for step in range(20):
+        grads = _grads(step, ours)
+        for p, q, g in zip(ours, a[:1] + b[1:], grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step(), opt_a.step(), opt_b.step()
+    assert torch.equal(ours[0].detach(), a[0].detach()) and torch.equal(ours[1].detach(), b[1].detach())
+    with pytest.raises(ValueError, match="one positive factor per parameter"):
+        AdamW(_params(0), lr_scales=[1.0])
+    with pytest.raises(ValueError, match="one positive factor per parameter"):
+        AdamW(_params(0), lr_scales=[1.0, 0.0])

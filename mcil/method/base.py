@@ -164,6 +164,10 @@ class Learner(nn.Module):
         """Parameters the optimiser of the current task updates."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def lr_scales(self, params: Sequence[nn.Parameter]) -> list[float]:
+        """One factor per parameter of ``params`` on the schedule's lr (default 1: one step size for all)."""
+        return [1.0] * len(params)
+
     def bind_train_data(self, fetch: Callable[[torch.Tensor], Batch]) -> None:
         """The trainer hands over ``fetch(indices) -> Batch`` on the train split (for replay)."""
         self._fetch_train = fetch
