@@ -108,6 +108,14 @@ class Backbone(nn.Module):
             return tokens
         return tokens[:, : trimmed_length(tokens, self.text_pad_id)]
 
+    def text_token_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids → (B, L) bool: each row's own positions, through its last non-pad token
+        (what a ``prompt-mean`` router averages; the padding after it is excluded)."""
+        col = torch.arange(tokens.shape[1], device=tokens.device)
+        real = tokens != self.text_pad_id
+        last = torch.where(real, col, torch.full_like(col, -1)).amax(dim=1, keepdim=True)  # (B, 1)
+        return col.unsqueeze(0) <= last
+
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """List of strings → (B, L) int64 token ids (errors on texts that do not fit)."""
         raise NotImplementedError

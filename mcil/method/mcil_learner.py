@@ -33,6 +33,7 @@ from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mcil.backbones.base import Backbone
 from mcil.config import ConfigError, RunConfig
@@ -75,14 +76,20 @@ class McilOptions:
     )
     balance_loss: float = _opt(0.0, "weight of the Switch load-balancing loss (0 = off, as official)")
     router_input: Literal["mean", "first-token"] = _opt("mean", "router sees the token mean or token 0 (official)")
-    text_router_input: Literal["same", "mean", "first-token"] = _opt(
-        "same",
-        "router input of the text sites only (same: router_input); first-token with router_input=mean is the "
-        "official text routing on a convolutional image tower (AudioCLIP RN50), and lets prompts be encoded "
-        "trimmed to the longest one, exactly",
+    text_router_input: Literal["same", "mean", "prompt-mean", "first-token"] = _opt(
+        "prompt-mean",
+        "router input of the text sites only. prompt-mean: the mean over each prompt's own tokens (<sot>..<eot>), "
+        "so routing does not depend on the padding, and prompts are encoded trimmed to the longest one, exactly; "
+        "same: router_input (mean then averages padding too); first-token with router_input=mean is the official "
+        "text routing on a convolutional image tower (AudioCLIP RN50)",
     )
     bottleneck: int = _opt(64, "expert bottleneck width")
     adapter_scale: float = _opt(0.1, "fixed output scale of every expert")
+    adapter_lr_scale: float = _opt(
+        1.0,
+        "lr of the MIFE experts and routers as a multiple of optim.lr (they start at zero output, the fusion MLP "
+        "does not: Adam moves each by about lr per step)",
+    )
     dropout: float = _opt(0.1, "dropout inside the experts")
     text_diversity: bool = _opt(True, "training prototypes average the template set's train list (false: test template)")
     logit_scale: Literal["backbone", "official-raw"] = _opt(
@@ -101,6 +108,8 @@ class McilOptions:
             raise ConfigError(f"{prefix}.dropout: {self.dropout!r} is out of range; allowed: [0, 1)")
         if self.balance_loss < 0:
             raise ConfigError(f"{prefix}.balance_loss: {self.balance_loss!r} is out of range; allowed: >= 0")
+        if not self.adapter_lr_scale > 0:
+            raise ConfigError(f"{prefix}.adapter_lr_scale: {self.adapter_lr_scale!r} is out of range; allowed: > 0")
         if self.grad_probe_steps < 0:
             raise ConfigError(f"{prefix}.grad_probe_steps: {self.grad_probe_steps!r} is out of range; allowed: >= 0")
         if self.fusion_hidden is not None and self.fusion_hidden < 1:
@@ -219,14 +228,14 @@ class McilLearner(Learner):
 
         Holds when the bare text tower is invariant to it (``Backbone.TEXT_TRIM_EXACT``: causal or
         key-masked attention) and no text adapter reads a padding position: the MIFE experts act
-        per position, and a ``first-token`` router reads only SOT. A ``mean`` router averages
-        over all L positions, padding included, so trimming would change its routing (tested in
-        tests/backbones/test_text_trim.py). Dropout inside the experts then draws its masks for a
+        per position, a ``first-token`` router reads only SOT and a ``prompt-mean`` router only the
+        prompt's own tokens. A ``mean`` router averages over all L positions, padding included, so
+        trimming would change its routing (tested in tests/backbones/test_text_trim.py). Dropout inside the experts then draws its masks for a
         tensor of the trimmed shape: the same distribution, not the same draw (docs/benchmarks.md).
         """
         if not self.backbone.TEXT_TRIM_EXACT:
             return False
-        return self.mife is None or self._text_router_input == "first-token"
+        return self.mife is None or self._text_router_input in ("first-token", "prompt-mean")
 
     @property
     def _text_router_input(self) -> str:
@@ -239,7 +248,7 @@ class McilLearner(Learner):
             tokens = self.backbone.trim_tokens(tokens)
         if self.mife is None:
             return self.backbone.encode_text(tokens)
-        with self.mife.active():
+        with self.mife.active(), self.mife.token_mask(self.backbone.text_token_mask(tokens)):
             return self.backbone.encode_text(tokens)
 
     # ------------------------------------------------------------------------------------------
@@ -527,6 +536,14 @@ class McilLearner(Learner):
     # ------------------------------------------------------------------------------------------
     # statistics and checkpointing
     # ------------------------------------------------------------------------------------------
+    def lr_scales(self, params: Sequence[nn.Parameter]) -> list[float]:
+        """``method.options.adapter_lr_scale`` for the MIFE experts and routers, 1 for the rest (fusion MLP)."""
+        scale = self.options.adapter_lr_scale
+        if self.mife is None or scale == 1.0:
+            return [1.0] * len(params)
+        mife = {id(p) for p in self.mife.parameters()}
+        return [scale if id(p) in mife else 1.0 for p in params]
+
     def statistics(self) -> dict[str, Any]:
         fusion: dict[str, Any] = {
             "gate": self.cfg.fusion.gate,
@@ -658,6 +675,7 @@ register_preset(
         "method.options.experts": "official",
         "method.options.top_k": 1,
         "method.options.router_input": "first-token",
+        "method.options.text_router_input": "same",
         "method.options.official_freeze_hack": True,
         "method.options.logit_scale": "official-raw",
         "loss.cw": "official",

@@ -10,7 +10,8 @@ Expert (official "lora" adapter): ``x ↦ s · W_up(Dropout(ReLU(W_down x)))`` w
 adds exactly nothing until it is trained. For ``BCHW`` sites both maps are 1×1 convolutions.
 
 Router: logits ``c · W_rᵀ`` (no bias, ``W_r`` zero-initialised) from the router input ``c``
-(``mean`` over tokens / positions, or ``first-token`` = CLS/SOT as in the official code);
+(``mean`` over tokens / positions, ``prompt-mean`` = the mean over a text prompt's own tokens
+<sot>…<eot> given by :meth:`MIFE.token_mask`, or ``first-token`` = CLS/SOT as in the official code);
 :func:`route` keeps the ``top_k`` logits and their softmax (renormalised over the selected k)
 weights the experts. With ``top_k = 1`` that gate is always 1, so the router gets **no gradient**
 (the official code's situation). With ``top_k >= 2`` the gates are a softmax over ≥ 2 selected
@@ -67,7 +68,7 @@ class MifeConfig:
     route_current: bool = True
     freeze_old: bool = True
     official_freeze_hack: bool = False
-    router_input: Literal["mean", "first-token"] = "mean"
+    router_input: Literal["mean", "prompt-mean", "first-token"] = "mean"
     bottleneck: int = 64
     adapter_scale: float = 0.1
     dropout: float = 0.1
@@ -119,19 +120,30 @@ def route(
     return idx, gates
 
 
-def router_input(h: torch.Tensor, layout: Layout, mode: str) -> torch.Tensor:
-    """The router's view of a hidden state: ``(B, W)``. ``mean`` over tokens / positions, or
-    ``first-token`` (token 0: CLS for images, SOT for CLIP text)."""
+def router_input(h: torch.Tensor, layout: Layout, mode: str, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The router's view of a hidden state: ``(B, W)``. ``mean`` over tokens / positions,
+    ``prompt-mean`` (the mean over the positions where ``token_mask`` (B, L) is true: a prompt's
+    own tokens, padding excluded, so that the routing does not depend on how far a prompt is
+    padded) or ``first-token`` (token 0: CLS for images, SOT for CLIP text)."""
     if layout == "BCHW":
         if mode != "mean":
-            raise ValueError("router_input 'first-token' is undefined for BCHW (convolutional) sites; use 'mean'")
+            raise ValueError(f"router_input {mode!r} is undefined for BCHW (convolutional) sites; use 'mean'")
         return h.mean(dim=(2, 3))
     tok_dim = 1 if layout == "BLD" else 0
     if mode == "mean":
         return h.mean(dim=tok_dim)
     if mode == "first-token":
         return h.select(tok_dim, 0)
-    raise ValueError(f"router_input: unknown mode {mode!r}; allowed: mean, first-token")
+    if mode == "prompt-mean":
+        hb = _batch_first(h, layout)  # (B, L, W)
+        if token_mask is None or tuple(token_mask.shape) != tuple(hb.shape[:2]):
+            raise ValueError(
+                f"router_input 'prompt-mean' needs the prompts' token mask of shape {tuple(hb.shape[:2])} "
+                f"(MIFE.token_mask), got {None if token_mask is None else tuple(token_mask.shape)}"
+            )
+        m = token_mask.to(hb.dtype).unsqueeze(-1)  # (B, L, 1)
+        return (hb * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    raise ValueError(f"router_input: unknown mode {mode!r}; allowed: mean, prompt-mean, first-token")
 
 
 def _batch_first(h: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -212,9 +224,10 @@ class MoEAdapter(nn.Module):
         return self
 
     # -- forward ------------------------------------------------------------------------------------
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``h``: the site's input in its layout; ``token_mask`` (B, L): a ``prompt-mean`` router's positions."""
         n = self.n_experts
-        c = router_input(h, self.layout, self.cfg.router_input)  # (B, W)
+        c = router_input(h, self.layout, self.cfg.router_input, token_mask)  # (B, W)
         weight = torch.cat(list(self.router), dim=0)  # (E, W)
         logits = c @ weight.t().to(c.dtype)  # (B, E)
         current = None
@@ -322,7 +335,7 @@ def _make_hook(ref: "weakref.ReferenceType[MIFE]", i: int):
         adapter = mife.adapters[i]
         if adapter.n_experts == 0:
             return None
-        return output + adapter(inputs[0]).to(output.dtype)
+        return output + adapter(inputs[0], mife.current_token_mask).to(output.dtype)
 
     return hook
 
@@ -348,6 +361,7 @@ class MIFE(nn.Module):
             for a in self.adapters:
                 a.add_experts(cfg.n_experts, 0)
         self._active = 0
+        self.current_token_mask: torch.Tensor | None = None
         ref = weakref.ref(self)
         self._handles = [s.module.register_forward_hook(_make_hook(ref, i)) for i, s in enumerate(sites)]
         weakref.finalize(self, _remove_handles, list(self._handles))
@@ -365,6 +379,16 @@ class MIFE(nn.Module):
             yield
         finally:
             self._active -= 1
+
+    @contextlib.contextmanager
+    def token_mask(self, mask: torch.Tensor) -> Iterator[None]:
+        """Positions ``(B, L)`` bool of the token sequences encoded inside this context (a text
+        tower's prompts), read by ``prompt-mean`` routers."""
+        before, self.current_token_mask = self.current_token_mask, mask
+        try:
+            yield
+        finally:
+            self.current_token_mask = before
 
     @contextlib.contextmanager
     def recording(self, on: bool) -> Iterator[None]:

@@ -4,7 +4,8 @@ CLIP pads every prompt to 77 tokens; a prompt is about a dozen. Encoding only th
 prompt of the batch uses must give the features of full-context encoding, bare and with MIFE
 adapters whose router reads token 0 (the official router input). A router that averages over
 every position (``router_input=mean``) does see the padding, so there trimming is *not* exact —
-the second test pins that down, and it is why the learner trims only when the rule holds.
+the second test pins that down, and it is why the learner trims only when the rule holds. A
+``prompt-mean`` router averages each prompt's own tokens only, so trimming is exact again.
 """
 
 from __future__ import annotations
@@ -62,17 +63,36 @@ def test_mean_routing_sees_the_padding_so_trimming_would_change_features() -> No
     short = model.trim_tokens(full)
     assert short.shape[1] < full.shape[1]
     results = {}
-    for mode in ("first-token", "mean"):
+    for mode in ("first-token", "mean", "prompt-mean"):
         mife = MIFE(model.text_sites(), MifeConfig(router_input=mode, dropout=0.0, experts="official", top_k=2))
         mife.begin_task(0)
         _randomise(mife, seed=3)
         try:
             with torch.no_grad(), mife.active():
-                results[mode] = model.encode_text(full), model.encode_text(short)
+                with mife.token_mask(model.text_token_mask(full)):
+                    f = model.encode_text(full)
+                with mife.token_mask(model.text_token_mask(short)):
+                    results[mode] = f, model.encode_text(short)
         finally:
             mife.detach()
     torch.testing.assert_close(results["first-token"][1], results["first-token"][0], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(results["mean"][1], results["mean"][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["prompt-mean"][1], results["prompt-mean"][0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(results["prompt-mean"][0], results["first-token"][0], rtol=1e-5, atol=1e-5)
+
+
+def test_text_token_mask_and_prompt_mean_routing_need_it() -> None:
+    model = TinyBackbone.random(seed=0, vocab=["red star"])
+    tokens = torch.tensor([[7, 3, model.text_pad_id, 9, model.text_pad_id], [7, 9] + [model.text_pad_id] * 3])
+    mask = model.text_token_mask(tokens)
+    assert mask.tolist() == [[True, True, True, True, False], [True, True, False, False, False]]  # interior pads stay
+    mife = MIFE(model.text_sites(), MifeConfig(router_input="prompt-mean", dropout=0.0))
+    mife.begin_task(0)
+    try:
+        with mife.active(), pytest.raises(ValueError, match="prompt-mean' needs the prompts' token mask"):
+            model.encode_text(model.tokenize(["a red star."]))
+    finally:
+        mife.detach()
 
 
 def test_tiny_trimmed_equals_full_context_with_gradients() -> None:

@@ -60,6 +60,21 @@ def test_registered_with_options(mk):
         mk.learner(options={"top_k": 0})
 
 
+def test_adapter_lr_scale_applies_to_the_experts_and_routers_only(mk):
+    learner = mk.learner(options={"adapter_lr_scale": 10.0})
+    learner.start_task(TASK0)
+    params = learner.trainable_parameters()
+    scales = learner.lr_scales(params)
+    mife = {id(p) for p in learner.mife.parameters()}
+    fusion = {id(p) for p in learner.fusion.parameters()}
+    assert mife and fusion and len(scales) == len(params)
+    assert all(s == (10.0 if id(p) in mife else 1.0) for p, s in zip(params, scales))
+    assert any(id(p) in fusion for p in params)
+    assert mk.learner().lr_scales(params) == [1.0] * len(params)  # the default: one step size
+    with pytest.raises(ConfigError, match="adapter_lr_scale"):
+        mk.learner(options={"adapter_lr_scale": 0.0})
+
+
 # --------------------------------------------------------------------------------------------------
 # training and prediction
 # --------------------------------------------------------------------------------------------------
