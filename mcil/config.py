@@ -94,7 +94,8 @@ class ScenarioConfig:
     Either give ``n_tasks`` (classes spread as evenly as possible, remainder to the first task) or
     ``initial`` + ``increment`` (as continuum does); ``order`` is ``random`` (permutation seeded by
     ``order_seed``), ``sorted`` (label order), ``paper`` (the paper's stored order for the dataset)
-    or an explicit list of labels.
+    or an explicit list of labels. ``separate_twins``: a random order puts the two classes of each
+    look-alike pair of the dataset (``twin`` in classes.json, synav) in different tasks.
     """
 
     n_tasks: int | None = 5
@@ -102,6 +103,7 @@ class ScenarioConfig:
     increment: int | None = None
     order: str | list[int] = "random"
     order_seed: int = 0
+    separate_twins: bool = True
 
     def validate(self, prefix: str) -> None:
         if self.n_tasks is None and (self.initial is None or self.increment is None):

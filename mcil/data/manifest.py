@@ -71,6 +71,14 @@ class Manifest:
         return [c["name"] for c in self.classes]
 
     @property
+    def twin_pairs(self) -> list[tuple[int, int]]:
+        """Look-alike pairs ``(base, twin)`` of incremental classes (classes.json ``twin``; synav), by label."""
+        inc = set(self.incremental_labels)
+        pairs = {tuple(sorted((int(c["label"]), int(c["twin"])))) for c in self.classes
+                 if c.get("twin") is not None and c["label"] in inc and int(c["twin"]) in inc}
+        return sorted(pairs)
+
+    @property
     def incremental_labels(self) -> list[int]:
         """Labels ``0..K-1`` of the classes the scenario cuts into tasks."""
         return [c["label"] for c in self.classes if c["group"] == "incremental"]

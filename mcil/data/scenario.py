@@ -4,6 +4,10 @@ A :class:`Scenario` is pure data (which labels each task holds); the trainer wal
 evaluates on every class seen so far. Task sizes follow either ``n_tasks`` (as even as possible,
 remainder to the first task) or continuum's ``initial`` + ``increment``. The paper's class orders
 and its (initial, increment) per T are data files under ``mcil/resources/class_orders/``.
+
+A random order can be asked to keep given pairs of classes apart (``separate``: synav's look-alike
+twins, which only the other modality tells apart): a twin learnt in a later task is what makes
+forgetting and fusion both matter, while two twins side by side in one task test neither.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import yaml
 from mcil.config import ConfigError
 from mcil.errors import DataError
 
-__all__ = ["Scenario", "make_scenario", "paper_order", "paper_split", "PAPER_DATASETS", "task_sizes"]
+__all__ = [
+    "Scenario", "make_scenario", "paper_order", "paper_split", "PAPER_DATASETS", "separate_pairs", "task_sizes",
+]
 
 #: Datasets with a stored paper class order (file stem under resources/class_orders).
 PAPER_DATASETS: tuple[str, ...] = ("miniaric", "imagenet-esc-19", "imagenet-esc-27")
@@ -194,6 +200,60 @@ def _resolve_order(
     return tuple(labels)
 
 
+def separate_pairs(
+    order: Sequence[int], sizes: Sequence[int], pairs: Sequence[tuple[int, int]]
+) -> tuple[int, ...]:
+    """``order`` with every pair of ``pairs`` in two different tasks of ``sizes``, by swaps.
+
+    Deterministic and minimal: pairs are visited in order position; when both classes of a pair
+    fall in one task, the later one trades places with the first class (scanning forward,
+    cyclically, from the next task) whose move creates no new conflict. A class may be in at most
+    one pair. With one task, or pairs that cannot all be separated, raises :class:`ConfigError`.
+    """
+    order = [int(c) for c in order]
+    partner: dict[int, int] = {}
+    for a, b in pairs:
+        a, b = int(a), int(b)
+        if a == b or a in partner or b in partner:
+            raise ConfigError(f"scenario: class pairs to separate must be disjoint; ({a}, {b}) overlaps another pair")
+        partner[a], partner[b] = b, a
+    if not partner:
+        return tuple(order)
+    task_at = [t for t, size in enumerate(sizes) for _ in range(size)]
+    if len(task_at) != len(order):
+        raise ValueError(f"separate_pairs: task sizes sum to {len(task_at)}, the order has {len(order)} classes")
+    where = {c: i for i, c in enumerate(order)}
+
+    def clash(c: int, task: int, leaving: int | None = None) -> bool:
+        """Would class ``c`` in ``task`` share it with its partner (``leaving`` is moving out)?"""
+        p = partner.get(c)
+        return p is not None and p != leaving and task_at[where[p]] == task
+
+    n = len(order)
+    for i in range(n):
+        a = order[i]
+        b = partner.get(a)
+        if b is None or where[b] < i or task_at[where[b]] != task_at[i]:
+            continue
+        k = where[b]  # the later twin, moved out of task_at[k]
+        for step in range(1, n):
+            j = (k + step) % n
+            x = order[j]
+            if task_at[j] == task_at[k] or x in (a, b):
+                continue
+            if clash(b, task_at[j]) or clash(x, task_at[k], leaving=b):
+                continue
+            order[k], order[j] = x, b
+            where[x], where[b] = k, j
+            break
+        else:
+            raise ConfigError(
+                f"scenario: classes {a} and {b} cannot be placed in different tasks ({len(sizes)} task(s)); "
+                "use more tasks or scenario.separate_twins=false"
+            )
+    return tuple(order)
+
+
 def make_scenario(
     n_classes: int,
     n_tasks: int | None = None,
@@ -203,6 +263,7 @@ def make_scenario(
     order_seed: int = 0,
     dataset: str | None = None,
     class_names: Sequence[str] | None = None,
+    separate: Sequence[tuple[int, int]] = (),
 ) -> Scenario:
     """Build the scenario.
 
@@ -211,7 +272,8 @@ def make_scenario(
     and only ``n_tasks``, the paper's (initial, increment) for that T is used when it has one
     (miniARIC T=3 → 13/10/10). ``class_names`` (index = label; extra pre-training names after the
     first ``n_classes`` are ignored), if given, are checked against the paper's table so the stored
-    order is never applied to differently labelled data.
+    order is never applied to differently labelled data. ``separate``: pairs of labels a ``random``
+    order puts in different tasks (:func:`separate_pairs`; ignored for other orders and for one task).
     """
     class_order = _resolve_order(n_classes, order, order_seed, dataset, class_names)
     use_paper_split = isinstance(order, str) and order == "paper" and dataset is not None
@@ -220,6 +282,8 @@ def make_scenario(
         if split is not None:
             initial, increment = split
     sizes = task_sizes(n_classes, n_tasks, initial, increment)
+    if separate and order == "random" and len(sizes) > 1:
+        class_order = separate_pairs(class_order, sizes, separate)
     tasks: list[tuple[int, ...]] = []
     start = 0
     for size in sizes:

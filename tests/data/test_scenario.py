@@ -10,7 +10,7 @@ import yaml
 
 from mcil.config import ConfigError
 from mcil.data.prepare import MINIARIC_CLASSES, imagenet_esc_classes
-from mcil.data.scenario import Scenario, make_scenario, paper_order, task_sizes
+from mcil.data.scenario import Scenario, make_scenario, paper_order, separate_pairs, task_sizes
 
 # Expected tasks, copied from shared/reference/paper-protocol.md §2.
 MINI_T3 = [
@@ -151,3 +151,42 @@ def test_sorted_and_explicit_orders():
 def test_scenario_rejects_inconsistent_tasks():
     with pytest.raises(ConfigError, match="do not concatenate"):
         Scenario(class_order=(0, 1, 2), tasks=((0,), (2, 1)), n_classes=3)
+
+
+def _task_map(sc):
+    return {c: t for t, task in enumerate(sc.tasks) for c in task}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_separate_pairs_puts_twins_in_different_tasks(seed):
+    rng = np.random.default_rng(100 + seed)
+    labels = rng.permutation(40).tolist()
+    pairs = [(labels[2 * i], labels[2 * i + 1]) for i in range(8)]  # 16 of 40 classes are twins
+    plain = make_scenario(40, n_tasks=5, order_seed=seed)
+    sc = make_scenario(40, n_tasks=5, order_seed=seed, separate=pairs)
+    where = _task_map(sc)
+    assert all(where[a] != where[b] for a, b in pairs)
+    assert sorted(sc.class_order) == list(range(40)) and [len(t) for t in sc.tasks] == [8] * 5
+    # Minimal repair: at most one swap per clashing pair (one swap can mend two clashes).
+    before = _task_map(plain)
+    clashes = sum(before[a] == before[b] for a, b in pairs)
+    changed = sum(p != q for p, q in zip(plain.class_order, sc.class_order))
+    assert changed <= 2 * clashes and (changed > 0) == (clashes > 0)
+    assert make_scenario(40, n_tasks=5, order_seed=seed, separate=pairs) == sc  # deterministic
+
+
+def test_separate_pairs_leaves_other_orders_and_one_task_alone():
+    pairs = [(0, 1)]
+    assert make_scenario(4, n_tasks=2, order="sorted", separate=pairs).tasks == ((0, 1), (2, 3))
+    assert make_scenario(4, n_tasks=1, order_seed=0, separate=pairs).tasks[0] == tuple(
+        np.random.default_rng(0).permutation(4).tolist()
+    )
+    sc = make_scenario(4, n_tasks=2, order=[0, 1, 2, 3], separate=pairs)
+    assert sc.tasks == ((0, 1), (2, 3))  # an explicit order is the user's: never rewritten
+
+
+def test_separate_pairs_errors():
+    with pytest.raises(ConfigError, match="must be disjoint"):
+        separate_pairs([0, 1, 2, 3], [2, 2], [(0, 1), (1, 2)])
+    with pytest.raises(ConfigError, match="cannot be placed in different tasks"):  # 3 pairs, a 2-class task
+        separate_pairs([0, 1, 2, 3, 4, 5], [4, 2], [(0, 1), (2, 3), (4, 5)])
