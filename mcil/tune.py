@@ -23,7 +23,9 @@ tuning. The score is validation AIA, or Last for one-task methods (joint).
 
 Runs go to ``OUT/runs/<step>/<method>/<key>=<value>_s<seed>-<hash>/result.json`` (hash: the run's
 full overrides) and are skipped when finished (a killed tune resumes); ``OUT/selection.{md,json}``
-are written last, atomically.
+are written last, atomically. A step's runs are independent of each other, so ``jobs > 1`` trains
+them in that many worker processes (one torch thread each unless ``threads`` says otherwise); the
+choices do not depend on ``jobs`` (each run is deterministic given its overrides).
 """
 
 from __future__ import annotations
@@ -124,8 +126,8 @@ def _overrides(base: dict[str, Any], extra: dict[str, Any]) -> list[str]:
     return [f"{k}={_value_text(v)}" for k, v in merged.items()]
 
 
-def run_tune(spec: TuneSpec, out: Path, threads: int | None = None) -> dict[str, Any]:
-    """Run every step's grid (skipping finished runs), choose, write ``selection.{md,json}``."""
+def _train_one(overrides: list[str], folder: str, threads: int | None) -> str:
+    """Train one tune run (in a worker process when ``jobs > 1``); returns its result.json path."""
     import torch
 
     from mcil.config import load_config
@@ -133,58 +135,110 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None) -> dict[str,
 
     if threads:
         torch.set_num_threads(threads)
+    train(load_config(None, overrides), folder)
+    return str(Path(folder) / RESULT_FILE)
+
+
+def _init_worker() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Run every step's grid (skipping finished runs), choose, write ``selection.{md,json}``."""
+    import concurrent.futures
+    import multiprocessing
+
+    import torch
+
+    from mcil.config import load_config
+    from mcil.train import RESULT_FILE
+
+    if jobs < 1:
+        raise UserError(f"mcil tune: --jobs {jobs} must be >= 1")
+    if threads:
+        torch.set_num_threads(threads)
+    pool = (
+        concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+        if jobs > 1
+        else None
+    )
     chosen: dict[str, dict[str, str]] = {}          # method -> key -> value
     shared: dict[str, str] = {}                     # key -> value of shared steps: every later run uses it
     table: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
-    for step in spec.steps:
-        per_method: dict[str, dict[str, float]] = {}
-        for method in step.methods:
-            for value in step.values:
-                scores = []
-                for seed in spec.seeds:
-                    extra = {"method.name": method, **spec.fixed.get(method, {}), **shared, **chosen.get(method, {}),
-                             step.key: value, "train_seed": seed, "scenario.order_seed": seed}
-                    overrides = _overrides(spec.base, extra)
-                    # The folder names the run's full overrides (hash), so a changed earlier choice or
-                    # base never reuses a result made under other settings.
-                    digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
-                    folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}-{digest}"
-                    path = folder / RESULT_FILE
-                    if path.is_file():
-                        result = json.loads(path.read_text())
-                    else:
-                        cfg = load_config(None, overrides)
-                        if cfg.data.eval_split != "val":
-                            raise UserError("tune: base must set data.eval_split=val (settings are chosen on "
-                                            "validation data, never on test)")
-                        log.info("tune %s: %s %s=%s seed %d", step.name, method, step.key, value, seed)
-                        result = train(cfg, folder)
-                    scores.append(_score(result))
-                    table.append({"step": step.name, "method": method, "key": step.key, "value": value,
-                                  "seed": seed, "val_score": _score(result),
-                                  "train_s": result["timings"]["train_s"]})
-                per_method.setdefault(method, {})[value] = sum(scores) / len(scores)
-        if step.shared:
-            mean = {v: sum(per_method[m][v] for m in step.methods) / len(step.methods) for v in step.values}
-            value = pick_value(mean, step.values, step.pick, step.tolerance)
-            shared[step.key] = value
+    try:
+        for step in spec.steps:
+            # 1. every run of the step, at the choices of the steps before it
+            runs: list[tuple[str, str, int, Path, list[str]]] = []
             for method in step.methods:
-                chosen.setdefault(method, {})[step.key] = value
-            decisions.append({"step": step.name, "key": step.key, "methods": list(step.methods), "value": value,
-                              "scores": mean, "pick": step.pick})
-        else:
-            for method in step.methods:
-                value = pick_value(per_method[method], step.values, step.pick, step.tolerance)
-                chosen.setdefault(method, {})[step.key] = value
-                decisions.append({"step": step.name, "key": step.key, "methods": [method], "value": value,
-                                  "scores": per_method[method], "pick": step.pick})
+                for value in step.values:
+                    for seed in spec.seeds:
+                        extra = {"method.name": method, **spec.fixed.get(method, {}), **shared, **chosen.get(method, {}),
+                                 step.key: value, "train_seed": seed, "scenario.order_seed": seed}
+                        overrides = _overrides(spec.base, extra)
+                        # The folder names the run's full overrides (hash), so a changed earlier choice or
+                        # base never reuses a result made under other settings.
+                        digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+                        folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}-{digest}"
+                        runs.append((method, value, seed, folder, overrides))
+            # 2. train the unfinished ones (validation only), in parallel when asked
+            todo = [r for r in runs if not (r[3] / RESULT_FILE).is_file()]
+            for method, value, seed, folder, overrides in todo:
+                if load_config(None, overrides).data.eval_split != "val":
+                    raise UserError("tune: base must set data.eval_split=val (settings are chosen on "
+                                    "validation data, never on test)")
+            log.info("tune %s: %d runs, %d to train (%d at a time)", step.name, len(runs), len(todo), jobs)
+            if pool is None:
+                for method, value, seed, folder, overrides in todo:
+                    log.info("tune %s: %s %s=%s seed %d", step.name, method, step.key, value, seed)
+                    _train_one(overrides, str(folder), threads)
+            else:
+                futures = [pool.submit(_train_one, r[4], str(r[3]), threads or 1) for r in todo]
+                for f in concurrent.futures.as_completed(futures):
+                    f.result()  # a failed run fails the tune, naming its error
+            # 3. score and choose
+            per_method: dict[str, dict[str, list[float]]] = {}
+            for method, value, seed, folder, overrides in runs:
+                result = json.loads((folder / RESULT_FILE).read_text())
+                per_method.setdefault(method, {}).setdefault(value, []).append(_score(result))
+                table.append({"step": step.name, "method": method, "key": step.key, "value": value,
+                              "seed": seed, "val_score": _score(result),
+                              "train_s": result["timings"]["train_s"]})
+            means = {m: {v: sum(x) / len(x) for v, x in d.items()} for m, d in per_method.items()}
+            _decide(step, means, shared, chosen, decisions)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     selection = {"seeds": list(spec.seeds), "base": spec.base, "shared": shared, "chosen": chosen,
                  "decisions": decisions, "runs": table}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "selection.json", json.dumps(selection, indent=2) + "\n")
     atomic_write_text(out / "selection.md", selection_markdown(selection))
     return selection
+
+
+def _decide(
+    step: TuneStep,
+    per_method: dict[str, dict[str, float]],
+    shared: dict[str, str],
+    chosen: dict[str, dict[str, str]],
+    decisions: list[dict[str, Any]],
+) -> None:
+    """Record the step's choice: one value for all its methods (``shared``) or one per method."""
+    if step.shared:
+        mean = {v: sum(per_method[m][v] for m in step.methods) / len(step.methods) for v in step.values}
+        value = pick_value(mean, step.values, step.pick, step.tolerance)
+        shared[step.key] = value
+        for method in step.methods:
+            chosen.setdefault(method, {})[step.key] = value
+        decisions.append({"step": step.name, "key": step.key, "methods": list(step.methods), "value": value,
+                          "scores": mean, "pick": step.pick})
+    else:
+        for method in step.methods:
+            value = pick_value(per_method[method], step.values, step.pick, step.tolerance)
+            chosen.setdefault(method, {})[step.key] = value
+            decisions.append({"step": step.name, "key": step.key, "methods": [method], "value": value,
+                              "scores": per_method[method], "pick": step.pick})
 
 
 def selection_markdown(selection: dict[str, Any]) -> str:
@@ -221,7 +275,8 @@ def selection_markdown(selection: dict[str, Any]) -> str:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", required=True, help="tune spec YAML (config/tune.yaml)")
     p.add_argument("--out", default="results/tune", help="runs/ and selection.{md,json} go here")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (of each run)")
+    p.add_argument("--jobs", type=int, default=1, help="runs of a step trained side by side, in worker processes")
     p.add_argument("overrides", nargs="*", help="extra `mcil train` overrides for every tune run (e.g. paths)")
 
 
@@ -233,7 +288,7 @@ def run_cli(args: argparse.Namespace) -> int:
             raise UserError(f"mcil tune: override {bad[0]!r} is not key=value (e.g. data.root=data/synav-clean)")
         extra = dict(item.split("=", 1) for item in args.overrides)
         spec = TuneSpec(base={**spec.base, **extra}, seeds=spec.seeds, steps=spec.steps, fixed=spec.fixed)
-    selection = run_tune(spec, Path(args.out), threads=args.threads)
+    selection = run_tune(spec, Path(args.out), threads=args.threads, jobs=args.jobs)
     for method, keys in selection["chosen"].items():
         log.info("chosen for %s: %s", method, ", ".join(f"{k}={v}" for k, v in keys.items()))
     return 0

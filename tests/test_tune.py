@@ -100,3 +100,16 @@ def test_bad_spec_names_the_problem(tmp_path):
     tune.configure_parser(parser)
     with pytest.raises(UserError, match="'data.root' is not key=value"):
         tune.run_cli(parser.parse_args(["--spec", str(good), "data.root"]))
+
+
+def test_parallel_jobs_choose_the_same_as_one_job(tmp_path, tiny_env):
+    """--jobs 2 trains a step's runs in two worker processes; the runs and the choices are those of one job."""
+    spec = tune.load_spec(_spec(tmp_path, tiny_env))
+    one = tune.run_tune(spec, tmp_path / "one")
+    two = tune.run_tune(spec, tmp_path / "two", jobs=2)
+    assert two["chosen"] == one["chosen"] and two["decisions"] == one["decisions"]
+    assert [(r["step"], r["method"], r["value"], r["val_score"]) for r in two["runs"]] == [
+        (r["step"], r["method"], r["value"], r["val_score"]) for r in one["runs"]
+    ]
+    with pytest.raises(UserError, match="--jobs 0 must be >= 1"):
+        tune.run_tune(spec, tmp_path / "none", jobs=0)

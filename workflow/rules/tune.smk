@@ -1,5 +1,6 @@
 # `snakemake tune --cores 1 --resources gpu=1`: the default settings chosen on the validation split
-# (`mcil tune`, steps in config/tune.yaml, docs/tuning.md). Never part of the default target: its chosen
+# (`mcil tune`, steps in config/tune.yaml, docs/tuning.md). With --cores N it trains N runs of a step side
+# by side (one thread each). Never part of the default target: its chosen
 # values are written into config/default.yaml (`run:`, `method_run:`), which the main runs use.
 
 
@@ -20,9 +21,9 @@ rule tune:
         "logs/tune/tune.log",
     benchmark:
         "benchmarks/tune/tune.tsv"
-    threads: 1
+    threads: workflow.cores
     resources:
         gpu=config["train"]["gpus"],
         mem_mb=config["train"]["mem_mb"],
     shell:
-        "{params.mcil} tune --spec {input.spec} --out {params.out} --threads {threads} {params.overrides} > {log} 2>&1"
+        "{params.mcil} tune --spec {input.spec} --out {params.out} --threads 1 --jobs {threads} {params.overrides} > {log} 2>&1"
