@@ -1,6 +1,6 @@
 # `snakemake tune --cores 1 --resources gpu=1`: the default settings chosen on the validation split
-# (`mcil tune`, steps in config/tune.yaml, docs/tuning.md). With --cores N it trains N runs of a step side
-# by side (one thread each). Never part of the default target: its chosen
+# (`mcil tune`, steps in config/tune.yaml, docs/tuning.md). It trains up to 2 runs of a step side by side
+# (one thread each); Snakemake lowers `threads` to --cores, so --cores 1 trains one at a time. Never part of the default target: its chosen
 # values are written into config/default.yaml (`run:`, `method_run:`), which the main runs use.
 
 
@@ -21,7 +21,7 @@ rule tune:
         "logs/tune/tune.log",
     benchmark:
         "benchmarks/tune/tune.tsv"
-    threads: workflow.cores
+    threads: 2
     resources:
         gpu=config["train"]["gpus"],
         mem_mb=config["train"]["mem_mb"],
