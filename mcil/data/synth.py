@@ -63,6 +63,7 @@ import argparse
 import csv
 import dataclasses
 import errno
+import functools
 import itertools
 import json
 import logging
@@ -794,11 +795,18 @@ def _render_sample(config: SynthConfig, classes: Sequence[SynavClass], split: st
     return image, audio, corruption
 
 
+@functools.lru_cache(maxsize=4)
+def _classes_of(config: SynthConfig) -> tuple[SynavClass, ...]:
+    """build_classes, once per process and config: with many pre-training classes the draw's
+    collision repair takes seconds (about 5 s for 128), which would otherwise be paid per chunk."""
+    return tuple(build_classes(config))
+
+
 def _render_chunk(payload: tuple[dict[str, Any], str, list[tuple[str, int, int]]]) -> list[dict[str, Any]]:
     """Worker: render and write a list of (split, index, label) samples, return their manifest rows."""
     config_fields, root_str, jobs = payload
     config = SynthConfig(**config_fields)
-    classes = build_classes(config)
+    classes = _classes_of(config)
     rates = config.corruption_rates()
     root = Path(root_str)
     rows = []
