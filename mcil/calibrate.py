@@ -278,7 +278,7 @@ def _zeroshot(backbone: Any, manifest: Any, split: Any, image: torch.Tensor, aud
               options: CalibrateOptions) -> dict[str, torch.Tensor]:
     """Per-test-row zero-shot correctness (N,) bool per feature, via the zeroshot baseline."""
     from mcil.baselines.zeroshot import ZeroShot
-    from mcil.method.base import Batch
+    from mcil.learners.base import Batch
 
     learner = ZeroShot(backbone, manifest.class_names, manifest.templates,
                        SimpleNamespace(eval_template=options.eval_template))

@@ -36,7 +36,7 @@ def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learn
 
     ``state`` is the trainer's :class:`mcil.train.RunState` after the last task (its accuracy rows,
     parameter counts, timings, the text means the paper's metrics need), ``method_info`` what
-    :func:`mcil.train.resolve_method` says about the method, ``user_cfg`` the
+    :func:`mcil.learners.resolve.resolve_method` says about the method, ``user_cfg`` the
     configuration as given and ``cfg`` the resolved one.
     """
     from mcil.metrics import summarise

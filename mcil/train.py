@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import random
@@ -30,8 +29,9 @@ import numpy as np
 import torch
 
 from mcil.atomic import atomic_torch_save
-from mcil.config import RunConfig, apply_overrides, config_hash, config_to_dict, load_config, parse_dataclass
+from mcil.config import RunConfig, config_hash, load_config
 from mcil.errors import NonFiniteLossError, UserError
+from mcil.learners.resolve import resolve_method
 from mcil.optim import AdamW
 from mcil.result import RESULT_FILE, build_result, write_result
 
@@ -171,7 +171,7 @@ class TrainData:
     def batch(self, split: str, idx: torch.Tensor, audio_idx: torch.Tensor | None = None, need_raw: frozenset = frozenset({"image", "audio"})):
         """Batch of rows ``idx``; ``audio_idx`` (official-shuffled pairing) takes audio from other rows."""
         from mcil.data.spec import normalise_images, scale_audio
-        from mcil.method.base import Batch
+        from mcil.learners.base import Batch
 
         s = self.splits[split]
         a_idx = idx if audio_idx is None else audio_idx
@@ -340,50 +340,6 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_method(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
-    """Turn a preset name into its learner and apply its overrides (explicit config values win),
-    then its ``fixed`` values (a config value they replace is logged)."""
-    from mcil.method.registry import get_learner_class, get_preset
-
-    preset = get_preset(cfg.method.name)
-    if preset is None:
-        get_learner_class(cfg.method.name)  # raises with the list of names
-        return cfg, {"name": cfg.method.name, "learner": cfg.method.name, "preset": None}
-    data = config_to_dict(cfg)
-    default = config_to_dict(RunConfig())
-    overrides = []
-    for key, value in preset.overrides.items():
-        user, dflt = _lookup(data, key), _lookup(default, key)
-        # The preset sets a value unless the user changed that key away from its default.
-        if user is _ABSENT or user == dflt:
-            overrides.append(f"{key}={json.dumps(value)}")
-    for key, value in preset.fixed.items():
-        user = _lookup(data, key)
-        if user is not _ABSENT and user != value and user != _lookup(default, key):
-            log.info("method %s fixes %s=%s; the config's value %s is not used", preset.name, key, value, user)
-        overrides.append(f"{key}={json.dumps(value)}")
-    data["method"]["name"] = preset.learner
-    data = apply_overrides(data, overrides)
-    new = parse_dataclass(RunConfig, data)
-    info = {"name": cfg.method.name, "learner": preset.learner, "preset": preset.name, "preset_overrides": preset.overrides}
-    if preset.fixed:
-        info["preset_fixed"] = preset.fixed
-    return new, info
-
-
-_ABSENT = object()
-
-
-def _lookup(data: dict[str, Any], dotted: str) -> Any:
-    """The value at a dotted key of a nested dict, or ``_ABSENT``."""
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
-
-
 def pick_device(cfg: RunConfig) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -411,8 +367,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     from mcil.data.splits import carve_validation
     from mcil.determinism import set_deterministic
     from mcil.features import frozen_embeddings
-    from mcil.method.base import Task
-    from mcil.method.registry import get_learner_class
+    from mcil.learners.base import Task
+    from mcil.learners.registry import get_learner_class
 
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -669,7 +625,7 @@ def _epoch_order(idx: torch.Tensor, seed: int, task: int, epoch: int) -> torch.T
 
 
 def _concat_batches(a, b):
-    from mcil.method.base import Batch
+    from mcil.learners.base import Batch
 
     def cat(x, y):
         if x is None or y is None:
