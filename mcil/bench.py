@@ -676,7 +676,7 @@ def run_cli(args: argparse.Namespace) -> int:
             backbone = AudioCLIP().freeze()
             what = "AudioCLIP (random weights, published layout)"
     else:
-        from mcil.backbones.base import build_backbone
+        from mcil.backbones.registry import build_backbone
 
         backbone = build_backbone(cfg.backbone.name, cfg.backbone.checkpoint)
         what = f"{cfg.backbone.name} backbone"

@@ -545,7 +545,7 @@ def json_path_for(out: Path) -> Path:
 
 def run_cli(args: argparse.Namespace) -> int:
     from mcil.atomic import atomic_write_text
-    from mcil.backbones.base import build_backbone
+    from mcil.backbones.registry import build_backbone
     from mcil.result import json_clean
 
     torch.set_num_threads(max(1, args.threads))

@@ -360,7 +360,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     ``stop_after_steps`` (tests) raises :class:`Interrupted` after that many optimiser steps of
     this process, exactly as a SIGTERM would.
     """
-    from mcil.backbones.base import build_backbone
+    from mcil.backbones.registry import build_backbone
     from mcil.data.cache import load_split
     from mcil.data.manifest import read_manifest
     from mcil.data.scenario import make_scenario
