@@ -252,7 +252,7 @@ class _FileBatches:
 
     def batch(self, idx: torch.Tensor, labels: torch.Tensor):
         from mcil.data.spec import normalise_images, scale_audio
-        from mcil.method.base import Batch
+        from mcil.learners.base import Batch
 
         images, audio = self.decode(idx)
         audio = audio.to(self.audio_dtype)
@@ -354,9 +354,10 @@ def bench_paths(
     from mcil.data.manifest import read_manifest
     from mcil.data.scenario import make_scenario
     from mcil.features import encode_split
-    from mcil.method.base import Task
-    from mcil.method.registry import get_learner_class
-    from mcil.train import TrainData, pick_device, resolve_method, seed_everything
+    from mcil.learners.base import Task
+    from mcil.learners.registry import get_learner_class
+    from mcil.learners.resolve import resolve_method
+    from mcil.train import TrainData, pick_device, seed_everything
 
     cfg, _info = resolve_method(cfg)
     device = pick_device(cfg)
@@ -675,7 +676,7 @@ def run_cli(args: argparse.Namespace) -> int:
             backbone = AudioCLIP().freeze()
             what = "AudioCLIP (random weights, published layout)"
     else:
-        from mcil.backbones.base import build_backbone
+        from mcil.backbones.registry import build_backbone
 
         backbone = build_backbone(cfg.backbone.name, cfg.backbone.checkpoint)
         what = f"{cfg.backbone.name} backbone"

@@ -278,7 +278,7 @@ def _zeroshot(backbone: Any, manifest: Any, split: Any, image: torch.Tensor, aud
               options: CalibrateOptions) -> dict[str, torch.Tensor]:
     """Per-test-row zero-shot correctness (N,) bool per feature, via the zeroshot baseline."""
     from mcil.baselines.zeroshot import ZeroShot
-    from mcil.method.base import Batch
+    from mcil.learners.base import Batch
 
     learner = ZeroShot(backbone, manifest.class_names, manifest.templates,
                        SimpleNamespace(eval_template=options.eval_template))
@@ -545,8 +545,8 @@ def json_path_for(out: Path) -> Path:
 
 def run_cli(args: argparse.Namespace) -> int:
     from mcil.atomic import atomic_write_text
-    from mcil.backbones.base import build_backbone
-    from mcil.train import json_clean
+    from mcil.backbones.registry import build_backbone
+    from mcil.result import json_clean
 
     torch.set_num_threads(max(1, args.threads))
     options = CalibrateOptions(

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("mcil.report.aggregate", "collect result.json files into tables, figures and claims.md"),
     "studies": ("mcil.report.studies", "the validation studies: check runs into tables, figures and results/checks/claims.md"),
     "bench": ("mcil.bench", "measure training throughput: optimised path vs official-style reference loop"),
-    "methods": ("mcil.method.listing", "list registered methods and presets"),
+    "methods": ("mcil.learners.listing", "list registered methods and presets"),
     "tune": ("mcil.tune", "choose default settings on the validation split (never on test)"),
     "lock": ("mcil.lock", "check the environment against envs/requirements.lock, or refresh the lock"),
 }

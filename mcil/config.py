@@ -137,7 +137,7 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Learner name (see ``mcil.method.registry``) and its options, validated by the learner."""
+    """Learner name (see ``mcil.learners.registry``) and its options, validated by the learner."""
 
     name: str = "mcil"
     preset: str | None = None

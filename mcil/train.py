@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import math
-import platform
 import random
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +28,18 @@ from typing import Any
 import numpy as np
 import torch
 
-import mcil
-from mcil.atomic import atomic_torch_save, atomic_write_text
-from mcil.config import RunConfig, apply_overrides, config_hash, config_to_dict, load_config, parse_dataclass
+from mcil.atomic import atomic_torch_save
+from mcil.config import RunConfig, config_hash, load_config
 from mcil.errors import NonFiniteLossError, UserError
+from mcil.learners.resolve import resolve_method
 from mcil.optim import AdamW
-from mcil.lock import lock_sha256
+from mcil.result import RESULT_FILE, build_result, write_result
 
 __all__ = ["train", "lr_at", "absence_mask", "TrainData", "NonFiniteLossError", "configure_parser", "run_cli"]
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-RESULT_FILE = "result.json"
 PROGRESS_EVERY_S = 30.0  # seconds between progress lines inside an epoch
 
 
@@ -140,41 +136,6 @@ def _load_state(state_path: Path, ckpt_dir: Path) -> dict[str, Any]:
     return saved
 
 
-def json_clean(value: Any) -> Any:
-    """Recursively turn numpy/torch scalars into Python numbers and NaN/inf into None (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_clean(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, torch.Tensor):
-        return json_clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def git_info() -> dict[str, Any]:
-    """Commit of the mcil source tree (if it is a git checkout) and whether it had local changes."""
-    root = Path(mcil.__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "mcil"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {"git_sha": "unknown", "git_dirty": None}
-    return {"git_sha": sha or "unknown", "git_dirty": dirty if sha else None}
-
-
 # ---------------------------------------------------------------------------------------------
 # Data access
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +171,7 @@ class TrainData:
     def batch(self, split: str, idx: torch.Tensor, audio_idx: torch.Tensor | None = None, need_raw: frozenset = frozenset({"image", "audio"})):
         """Batch of rows ``idx``; ``audio_idx`` (official-shuffled pairing) takes audio from other rows."""
         from mcil.data.spec import normalise_images, scale_audio
-        from mcil.method.base import Batch
+        from mcil.learners.base import Batch
 
         s = self.splits[split]
         a_idx = idx if audio_idx is None else audio_idx
@@ -379,50 +340,6 @@ def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_method(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any]]:
-    """Turn a preset name into its learner and apply its overrides (explicit config values win),
-    then its ``fixed`` values (a config value they replace is logged)."""
-    from mcil.method.registry import get_learner_class, get_preset
-
-    preset = get_preset(cfg.method.name)
-    if preset is None:
-        get_learner_class(cfg.method.name)  # raises with the list of names
-        return cfg, {"name": cfg.method.name, "learner": cfg.method.name, "preset": None}
-    data = config_to_dict(cfg)
-    default = config_to_dict(RunConfig())
-    overrides = []
-    for key, value in preset.overrides.items():
-        user, dflt = _lookup(data, key), _lookup(default, key)
-        # The preset sets a value unless the user changed that key away from its default.
-        if user is _ABSENT or user == dflt:
-            overrides.append(f"{key}={json.dumps(value)}")
-    for key, value in preset.fixed.items():
-        user = _lookup(data, key)
-        if user is not _ABSENT and user != value and user != _lookup(default, key):
-            log.info("method %s fixes %s=%s; the config's value %s is not used", preset.name, key, value, user)
-        overrides.append(f"{key}={json.dumps(value)}")
-    data["method"]["name"] = preset.learner
-    data = apply_overrides(data, overrides)
-    new = parse_dataclass(RunConfig, data)
-    info = {"name": cfg.method.name, "learner": preset.learner, "preset": preset.name, "preset_overrides": preset.overrides}
-    if preset.fixed:
-        info["preset_fixed"] = preset.fixed
-    return new, info
-
-
-_ABSENT = object()
-
-
-def _lookup(data: dict[str, Any], dotted: str) -> Any:
-    """The value at a dotted key of a nested dict, or ``_ABSENT``."""
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
-
-
 def pick_device(cfg: RunConfig) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -443,15 +360,15 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
     ``stop_after_steps`` (tests) raises :class:`Interrupted` after that many optimiser steps of
     this process, exactly as a SIGTERM would.
     """
-    from mcil.backbones.base import build_backbone
+    from mcil.backbones.registry import build_backbone
     from mcil.data.cache import load_split
     from mcil.data.manifest import read_manifest
     from mcil.data.scenario import make_scenario
     from mcil.data.splits import carve_validation
     from mcil.determinism import set_deterministic
     from mcil.features import frozen_embeddings
-    from mcil.method.base import Task
-    from mcil.method.registry import get_learner_class
+    from mcil.learners.base import Task
+    from mcil.learners.registry import get_learner_class
 
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -681,16 +598,12 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
             signal.signal(s, h)
 
     # ---- metrics and result ---------------------------------------------------------------------
-    result = _build_result(
+    result = build_result(
         user_cfg, cfg, method_info, run_hash, scenario, manifest, learner, backbone, state,
         final_features, last_bs, device, train_split, test_split, time.time() - t_start,
         final_posteriors,
     )
-    from mcil.schemas import validate_result
-
-    result = json_clean(result)
-    validate_result(result)
-    atomic_write_text(result_path, json.dumps(result, indent=1, allow_nan=False))
+    result = write_result(result_path, result)
     # The result is complete: the resume state has no further use (at T = 100 it is gigabytes).
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("wrote %s (AIA %.2f, last %.2f)", result_path, result["metrics"]["aia"], result["metrics"]["last"])
@@ -712,7 +625,7 @@ def _epoch_order(idx: torch.Tensor, seed: int, task: int, epoch: int) -> torch.T
 
 
 def _concat_batches(a, b):
-    from mcil.method.base import Batch
+    from mcil.learners.base import Batch
 
     def cat(x, y):
         if x is None or y is None:
@@ -720,111 +633,6 @@ def _concat_batches(a, b):
         return torch.cat([x, y.to(x.device)])
 
     return Batch(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Batch)})
-
-
-def _build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learner, backbone, state, final_features,
-                  last_bs, device, train_split, test_split, wall_s, final_posteriors=None) -> dict[str, Any]:
-    from mcil.metrics import summarise
-    from mcil.metrics import compat
-    from mcil.metrics import paper
-
-    T = len(scenario.tasks)
-    A = np.array([row["acc_row"] for row in state.rows], dtype=float)  # (T, T)
-    A0 = np.array(state.before["acc_row"], dtype=float)
-    n = np.array(state.rows[-1]["n_test"], dtype=int)
-    c = np.array([len(t) for t in scenario.tasks], dtype=int)
-    acc_steps = np.array([row["seen_acc"] for row in state.rows], dtype=float)
-    metrics = summarise(A, n, c, acc_steps, A0=A0)
-    metrics = {k: (float(v) if v is not None else None) for k, v in metrics.items()}
-    metrics["paper"] = paper.paper_metrics(
-        A=A, n=n, acc_steps=acc_steps, text_means=state.text_means,
-        image_means_last_batch=[row["image_mean_last_batch"] for row in state.rows],
-        image_means_full=[row["image_mean_full"] for row in state.rows],
-        features=final_features, last_batch_size=last_bs, A0=A0,
-        posteriors=final_posteriors if final_posteriors and {"image", "audio", "fused"} <= set(final_posteriors) else None,
-    )
-    metrics["compat"] = {
-        "continuum_1_2_7": compat.continuum_1_2_7(A, n),
-        "pilot": compat.pilot(A, n),
-        "mammoth": compat.mammoth(A, A0),
-        "facil": compat.facil(A, c),
-        "avcil": compat.avcil(A, n),
-    }
-    by_mod = {}
-    for key in ("image", "audio", "fused"):
-        vals = [row["seen_acc_by_modality"].get(key) for row in state.rows]
-        if all(v is not None for v in vals):
-            by_mod[key] = vals
-    peak_mb = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if device.type == "cuda"
-        else _max_rss_mb()
-    )
-    frozen_params = sum(p.numel() for p in backbone.parameters())
-    return {
-        "schema_version": 1,
-        "run_id": run_hash,
-        "config": config_to_dict(user_cfg),
-        "resolved_config": config_to_dict(cfg),
-        "config_hash": run_hash,
-        "method": {**method_info, "modalities": sorted(type(learner).MODALITIES)},
-        "dataset": {
-            "name": manifest.name,
-            "root": str(cfg.data.root),
-            "n_classes": int(len(manifest.incremental_labels)),
-            "class_names": list(manifest.class_names)[: len(manifest.incremental_labels)],
-            "cache_keys": {"train": train_split.key, "test": test_split.key},
-            "n_train": int(len(train_split.labels)),
-            "n_test": int(len(test_split.labels)),
-            "eval_split": cfg.data.eval_split,
-            "val_per_class": cfg.data.val_per_class,
-        },
-        "scenario": {
-            "n_tasks": T,
-            "class_order": [int(x) for x in scenario.class_order],
-            "tasks": [[int(x) for x in t] for t in scenario.tasks],
-        },
-        "accuracy_matrix": A.tolist(),
-        "accuracy_before_training": A0.tolist(),
-        "n_test_per_task": n.tolist(),
-        "n_classes_per_task": c.tolist(),
-        "acc_per_step": acc_steps.tolist(),
-        "acc_per_step_by_modality": by_mod,
-        "metrics": metrics,
-        "fusion": {"per_step": [row["fusion"] for row in state.rows]},
-        "learner_statistics": learner.statistics(),
-        "params": {
-            "backbone_frozen": int(frozen_params),
-            "per_task": state.params,
-        },
-        "timings": {
-            "wall_s": wall_s,
-            "train_s": state.train_seconds,
-            "per_task_s": state.per_task_s,
-            "per_epoch_s": state.per_epoch_s,
-            "train_samples": state.train_samples,
-            "samples_per_s": state.train_samples / state.train_seconds if state.train_seconds > 0 else None,
-            "peak_memory_mb": peak_mb,
-        },
-        "provenance": {
-            "mcil_version": mcil.__version__,
-            **git_info(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "lock_sha256": lock_sha256(),
-            "platform": platform.platform(),
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "backbone": cfg.backbone.name,
-            "backbone_sha256": getattr(backbone, "checkpoint_sha256", None),
-            "created_unix": time.time(),
-        },
-    }
-
-
-def _max_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ---------------------------------------------------------------------------------------------

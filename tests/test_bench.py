@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from mcil.backbones.base import build_backbone
+from mcil.backbones.registry import build_backbone
 from mcil.bench import BenchSpec, SynthSizes, bench_paths, compare_paths, ensure_bench_env
 from mcil.cli import main
 from mcil.config import load_config

@@ -132,7 +132,7 @@ def test_options_are_checked():
 
 
 def test_cli_writes_one_section_per_dataset(tiny_env, tmp_path, capsys):
-    from mcil.backbones.base import build_backbone
+    from mcil.backbones.registry import build_backbone
     from mcil.backbones.pretrain import zeroshot_table
 
     out = tmp_path / "results" / "calibration.md"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mcil.backbones.base import build_backbone
+from mcil.backbones.registry import build_backbone
 from mcil.config import load_config
 from mcil.data.cache import load_split
 from mcil.features import frozen_embeddings

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from mcil.config import load_config
-from mcil.method.base import Learner, Prediction
-from mcil.method.registry import register_learner
+from mcil.learners.base import Learner, Prediction
+from mcil.learners.registry import register_learner
 from mcil.schemas import validate_result
 from mcil.train import Interrupted, NonFiniteLossError, absence_mask, lr_at, train
 

@@ -1,8 +1,8 @@
-"""The backbone interface every learner is written against, and the backbone registry.
+"""The backbone interface every learner is written against (the registry: :mod:`.registry`).
 
 A backbone is a frozen vision–audio–text model with one embedding space of width ``embed_dim``.
 Learners never import a concrete backbone: they receive a :class:`Backbone` from
-:func:`build_backbone` and attach adapters to the :class:`AdapterSite` s it exposes.
+:func:`mcil.backbones.registry.build_backbone` and attach adapters to the :class:`AdapterSite` s it exposes.
 
 Adapters attach by forward hooks: a site's ``module`` maps a hidden state ``h`` to ``h'`` of the
 same shape, and an adapter adds ``A(h)`` to ``h'`` (parallel adapter). ``layout`` says how to
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -30,9 +30,6 @@ __all__ = [
     "AdapterSite",
     "Backbone",
     "BackboneError",
-    "register_backbone",
-    "build_backbone",
-    "available_backbones",
     "file_sha256",
     "trimmed_length",
 ]
@@ -145,43 +142,6 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> "Backbone":
         """A frozen backbone stays in eval mode; adapters attached by hooks keep their own mode."""
         return super().train(False)
-
-
-_REGISTRY: dict[str, Callable[..., Backbone]] = {}
-
-
-def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Decorator: register a constructor ``fn(checkpoint: str | None, **kw) -> Backbone``."""
-
-    def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def _import_builtin() -> None:
-    # Imported lazily so that `import mcil.backbones.base` stays cheap.
-    import mcil.backbones.audioclip  # noqa: F401
-    import mcil.backbones.tiny  # noqa: F401
-
-
-def available_backbones() -> list[str]:
-    _import_builtin()
-    return sorted(_REGISTRY)
-
-
-def build_backbone(name: str, checkpoint: str | Path | None = None, **kwargs) -> Backbone:
-    """Build a registered backbone, load its checkpoint, freeze it and return it.
-
-    The returned model carries its preprocessing spec (``model.preprocess``), so callers never
-    pick transforms separately from weights.
-    """
-    _import_builtin()
-    if name not in _REGISTRY:
-        raise BackboneError(f"backbone.name: {name!r} is not registered; available: {', '.join(sorted(_REGISTRY))}")
-    model = _REGISTRY[name](checkpoint, **kwargs)
-    return model.freeze()
 
 
 def trimmed_length(tokens: torch.Tensor, pad_id: int = 0) -> int:

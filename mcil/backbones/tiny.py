@@ -39,7 +39,8 @@ import torchaudio
 from torch import nn
 
 from mcil.atomic import atomic_torch_save
-from mcil.backbones.base import AdapterSite, Backbone, BackboneError, file_sha256, register_backbone
+from mcil.backbones.base import AdapterSite, Backbone, BackboneError, file_sha256
+from mcil.backbones.registry import register_backbone
 from mcil.data.spec import PreprocessSpec
 from mcil.data.templates import load_templates
 
@@ -616,7 +617,7 @@ def load_tiny(path: str | Path) -> TinyBackbone:
     """Build a :class:`TinyBackbone` from a checkpoint, strictly (every key present, no extra key).
 
     Raises BackboneError for a missing file, a wrong format or mismatching keys/shapes.
-    Not frozen: :func:`mcil.backbones.base.build_backbone` freezes. Does not consume the global RNG.
+    Not frozen: :func:`mcil.backbones.registry.build_backbone` freezes. Does not consume the global RNG.
     """
     path = Path(path)
     ckpt = read_tiny_checkpoint(path)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcil.config import ConfigError
-from mcil.method.base import Batch, BatchLoader, Learner, Prediction, Task
+from mcil.learners.base import Batch, BatchLoader, Learner, Prediction, Task
 from mcil.method.mife import MIFE, MifeConfig
 from mcil.method.prompts import average_prototypes, fill_prompts, load_templates
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner, cosine_logits, opt, tower_embedding
-from mcil.method.base import Batch, Prediction
-from mcil.method.registry import register_learner
+from mcil.learners.base import Batch, Prediction
+from mcil.learners.registry import register_learner
 
 __all__ = ["AVConcat", "AVConcatOptions"]
 

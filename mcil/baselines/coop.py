@@ -26,8 +26,8 @@ from torch import nn
 from mcil.backbones.base import BackboneError
 from mcil.baselines._common import BaselineLearner, cosine_logits, label_positions, opt, tower_embedding
 from mcil.config import ConfigError
-from mcil.method.base import Batch, BatchLoader, Prediction, Task
-from mcil.method.registry import register_learner
+from mcil.learners.base import Batch, BatchLoader, Prediction, Task
+from mcil.learners.registry import register_learner
 
 __all__ = ["CoOp", "CoOpOptions"]
 

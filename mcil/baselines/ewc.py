@@ -24,8 +24,8 @@ from torch import nn
 
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner, cosine_logits, label_positions, opt
 from mcil.config import ConfigError
-from mcil.method.base import Batch, BatchLoader, Task
-from mcil.method.registry import register_learner
+from mcil.learners.base import Batch, BatchLoader, Task
+from mcil.learners.registry import register_learner
 
 __all__ = ["EWC", "EWCOptions"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner
-from mcil.method.registry import register_learner
+from mcil.learners.registry import register_learner
 
 __all__ = ["Finetune"]
 

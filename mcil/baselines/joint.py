@@ -11,7 +11,7 @@ compared at.
 
 from __future__ import annotations
 
-from mcil.method.registry import register_preset
+from mcil.learners.registry import register_preset
 
 register_preset(
     "joint",

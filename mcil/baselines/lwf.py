@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner, cosine_logits, opt
 from mcil.config import ConfigError
-from mcil.method.base import Batch, Task
+from mcil.learners.base import Batch, Task
 from mcil.method.mife import MIFE
-from mcil.method.registry import register_learner
+from mcil.learners.registry import register_learner
 
 __all__ = ["LwF", "LwFOptions", "distillation"]
 

@@ -24,7 +24,7 @@ from mcil.baselines._common import AdapterOptions, AdapterTextLearner, opt
 from mcil.config import ConfigError
 from mcil.method.mcil_learner import McilOptions
 from mcil.method.mife import MifeConfig
-from mcil.method.registry import register_learner
+from mcil.learners.registry import register_learner
 
 __all__ = ["MoEAdapters", "MoEAdaptersOptions"]
 

@@ -30,8 +30,8 @@ from mcil.baselines._common import (
     tower_embedding,
 )
 from mcil.config import ConfigError
-from mcil.method.base import Batch, BatchLoader, Prediction, Task
-from mcil.method.registry import register_learner
+from mcil.learners.base import Batch, BatchLoader, Prediction, Task
+from mcil.learners.registry import register_learner
 
 __all__ = ["RanPAC", "RanPACOptions", "select_ridge"]
 

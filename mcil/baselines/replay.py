@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner, columns, cosine_logits, herding, opt
 from mcil.config import ConfigError
-from mcil.method.base import Batch, BatchLoader, Prediction, Task
-from mcil.method.registry import register_learner
+from mcil.learners.base import Batch, BatchLoader, Prediction, Task
+from mcil.learners.registry import register_learner
 
 __all__ = ["Replay", "ReplayOptions"]
 

@@ -26,8 +26,8 @@ from mcil.baselines._common import (
     opt,
     tower_embedding,
 )
-from mcil.method.base import Batch, BatchLoader, Prediction, Task
-from mcil.method.registry import register_learner
+from mcil.learners.base import Batch, BatchLoader, Prediction, Task
+from mcil.learners.registry import register_learner
 
 __all__ = ["SimpleCIL", "SimpleCILOptions"]
 

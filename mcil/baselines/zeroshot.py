@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from mcil.baselines._common import BaselineLearner, TextPrototypes, opt, tower_embedding
-from mcil.method.base import Batch, Prediction
-from mcil.method.registry import register_learner
+from mcil.learners.base import Batch, Prediction
+from mcil.learners.registry import register_learner
 
 __all__ = ["ZeroShot", "ZeroShotOptions", "combine_modalities"]
 

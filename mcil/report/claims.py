@@ -35,9 +35,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mcil.atomic import atomic_write_text
+from mcil.report.stats import POWER, fmt_num, mde, mean_ci, paired_stats, power_note, seeds_for_power
 from mcil.report.tables import is_mcil_family
 
 __all__ = [
@@ -79,7 +79,6 @@ GRADED = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, PARTIAL)
 # keeps them equal). A claim over every baseline is partial while one of them has no runs.
 DEFAULT_BASELINES = ("zeroshot", "finetune", "lwf", "ewc", "replay", "coop", "simplecil", "ranpac", "moe-adapters",
                      "av-concat", "joint")
-POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -101,63 +100,8 @@ class ClaimSettings:
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics (pure)
+# Verdicts (pure; the statistics themselves are in mcil.report.stats)
 # ---------------------------------------------------------------------------------------------
-
-
-def mean_ci(values: Any, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t-interval; the interval is (nan, nan) for fewer than 2 values."""
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    m = float(x.mean())
-    if n < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return m, m - half, m + half
-
-
-def paired_stats(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> dict[str, Any]:
-    """Paired comparison of two per-seed series (index = seed) on their common seeds.
-
-    Returns n, seeds, mean_a, mean_b, diff (mean of a − b), ci_low, ci_high, sd, cohen_d (d_z),
-    p_t (paired t-test, two-sided), p_wilcoxon (n >= 6, else nan).
-    """
-    common = sorted(set(a.dropna().index) & set(b.dropna().index))
-    xa = a.loc[common].to_numpy(dtype=float)
-    xb = b.loc[common].to_numpy(dtype=float)
-    d = xa - xb
-    n = len(d)
-    diff, lo, hi = mean_ci(d, confidence)
-    sd = float(d.std(ddof=1)) if n >= 2 else math.nan
-    if n >= 2 and sd > 0:
-        cohen_d = diff / sd
-        p_t = float(stats.ttest_rel(xa, xb).pvalue)
-    elif n >= 2:  # identical differences: the sign is certain, the size unbounded
-        cohen_d = math.copysign(math.inf, diff) if diff != 0 else 0.0
-        p_t = 0.0 if diff != 0 else 1.0
-    else:
-        cohen_d = p_t = math.nan
-    p_w = math.nan
-    if n >= 6 and np.any(d != 0):
-        try:
-            p_w = float(stats.wilcoxon(xa, xb).pvalue)
-        except ValueError:
-            p_w = math.nan
-    return {
-        "n": n,
-        "seeds": common,
-        "mean_a": float(xa.mean()) if n else math.nan,
-        "mean_b": float(xb.mean()) if n else math.nan,
-        "diff": diff,
-        "ci_low": lo,
-        "ci_high": hi,
-        "sd": sd,
-        "cohen_d": cohen_d,
-        "p_t": p_t,
-        "p_wilcoxon": p_w,
-    }
 
 
 def directional_verdict(n: int, ci_low: float, ci_high: float) -> str:
@@ -192,63 +136,6 @@ def combine_verdicts(verdicts: list[str]) -> str:
     if any(v == NOT_REPRODUCED for v in verdicts):
         return NOT_REPRODUCED
     return INCONCLUSIVE
-
-
-def _power_factor(n: int, confidence: float, power: float) -> float:
-    """``t_{(1+c)/2, n−1} + t_{power, n−1}``: the shift, in standard errors, that a two-sided
-    t-interval at confidence c excludes 0 with probability ``power`` (normal-shift approximation)."""
-    return float(stats.t.ppf((1 + confidence) / 2, n - 1) + stats.t.ppf(power, n - 1))
-
-
-def mde(sd: float, n: int, confidence: float = 0.95, power: float = POWER) -> float:
-    """Minimum detectable effect of a paired (or one-sample) t-interval with ``n`` seeds:
-    ``(t_{(1+c)/2, n−1} + t_{power, n−1}) · sd / √n``; nan for n < 2 or an unknown sd.
-
-    Example (hand): sd = 1, n = 3, 95 %, 80 %: (4.3027 + 1.0607) / √3 = 3.0965.
-    """
-    if n < 2 or sd is None or not math.isfinite(sd):
-        return math.nan
-    return _power_factor(n, confidence, power) * sd / math.sqrt(n)
-
-
-def seeds_for_power(effect: float, sd: float, confidence: float = 0.95, power: float = POWER,
-                    max_n: int = 10_000) -> int | None:
-    """Smallest n ≥ 2 whose :func:`mde` is ≤ ``|effect|`` (seeds to detect the observed effect at
-    ``power``); None when the effect is 0 or needs more than ``max_n`` seeds, or sd is unknown.
-
-    Example (hand): effect = sd = 1: n = 9 gives (2.3060 + 0.8889)/3 = 1.065 > 1, n = 10 gives
-    (2.2622 + 0.8834)/√10 = 0.995 ≤ 1, so 10.
-    """
-    if sd is None or not math.isfinite(sd) or not math.isfinite(effect) or effect == 0:
-        return None
-    if sd == 0:
-        return 2
-    lo, hi = 2, 2
-    while mde(sd, hi, confidence, power) > abs(effect):
-        if hi >= max_n:
-            return None
-        lo, hi = hi, min(hi * 2, max_n)
-    while lo < hi:  # mde decreases with n
-        mid = (lo + hi) // 2
-        if mde(sd, mid, confidence, power) <= abs(effect):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
-
-
-def power_note(effect: float, sd: float, n: int, confidence: float, power: float = POWER, what: str = "") -> str:
-    """The sentence an inconclusive verdict carries: MDE at n seeds and seeds for the observed effect."""
-    pct = f"{power * 100:g} %"
-    if n < 2 or not math.isfinite(sd):
-        return f"{what}fewer than 2 paired seeds: no minimum detectable effect; run ≥ 2 seeds"
-    text = f"{what}detectable at n = {n}: |effect| ≥ {mde(sd, n, confidence, power):.2f} points ({pct} power)"
-    need = seeds_for_power(effect, sd, confidence, power)
-    if need is None:
-        text += f"; the observed {effect:+.2f} needs more than 10000 seeds" if effect else "; the observed effect is 0"
-    else:
-        text += f"; the observed {effect:+.2f} needs {need} seeds"
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,20 +430,12 @@ def evaluate_claims(runs: pd.DataFrame, settings: ClaimSettings = ClaimSettings(
 # ---------------------------------------------------------------------------------------------
 
 
-def _num(x: float, digits: int = 2, signed: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float) and math.isinf(x):
-        return "+∞" if x > 0 else "−∞"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
 def _interval(m: float, lo: float, hi: float, signed: bool = False) -> str:
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "–"
     if math.isnan(lo):
-        return _num(m, signed=signed)
-    return f"{_num(m, signed=signed)} [{_num(lo, signed=signed)}, {_num(hi, signed=signed)}]"
+        return fmt_num(m, signed=signed)
+    return f"{fmt_num(m, signed=signed)} [{fmt_num(lo, signed=signed)}, {fmt_num(hi, signed=signed)}]"
 
 
 def _p(p: float) -> str:
@@ -626,7 +505,7 @@ def render_markdown(table: pd.DataFrame, not_here: list[str], runs: pd.DataFrame
             out.append("| " + " | ".join([
                 f"{r.claim}: {r.text}", r.dataset, "–" if r.T is None or pd.isna(r.T) else str(int(r.T)), r.paper or "–",
                 _interval(r.mean, r.mean_low, r.mean_high), r.vs or "–",
-                _interval(r.diff, r.diff_low, r.diff_high, signed=True), _num(r.cohen_d),
+                _interval(r.diff, r.diff_low, r.diff_high, signed=True), fmt_num(r.cohen_d),
                 _p(r.p_t), _p(r.p_wilcoxon), str(r.n), verdict,
             ]) + " |")
         out.append("")

@@ -40,7 +40,8 @@ from mcil.backbones.audioclip.audio import (
 )
 from mcil.backbones.audioclip.image import AttentionPool2d
 from mcil.backbones.audioclip.tokenizer import EOT_TOKEN, SOT_TOKEN
-from mcil.backbones.base import BackboneError, build_backbone, file_sha256
+from mcil.backbones.base import BackboneError, file_sha256
+from mcil.backbones.registry import build_backbone
 
 
 

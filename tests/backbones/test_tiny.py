@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mcil.backbones.base import BackboneError, build_backbone, file_sha256
+from mcil.backbones.base import BackboneError, file_sha256
+from mcil.backbones.registry import build_backbone
 from mcil.backbones.tiny import (
     CHECKPOINT_FORMAT,
     SPECIAL_TOKENS,

@@ -14,7 +14,7 @@ import torch
 
 from mcil.backbones.tiny import TinyBackbone
 from mcil.config import RunConfig
-from mcil.method.base import Batch, Learner, Task
+from mcil.learners.base import Batch, Learner, Task
 
 from tiny_kit import CLASS_NAMES, SMALL, random_backbone
 

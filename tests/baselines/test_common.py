@@ -7,8 +7,8 @@ import torch
 
 from mcil.baselines._common import columns, cosine_logits, fuse, herding, label_positions, tower_embedding
 from mcil.config import ConfigError
-from mcil.method.base import Learner
-from mcil.method.registry import get_learner_class, get_preset
+from mcil.learners.base import Learner
+from mcil.learners.registry import get_learner_class, get_preset
 
 BASELINES = ["zeroshot", "finetune", "lwf", "ewc", "replay", "coop", "simplecil", "ranpac", "moe-adapters", "av-concat"]
 
@@ -106,7 +106,7 @@ def test_text_learners_give_unnormalised_text_embeddings_others_none(kit):
 
 def test_joint_is_a_one_task_preset_of_mcil_that_no_config_can_make_incremental():
     from mcil.config import FusionConfig, MethodConfig, RunConfig, ScenarioConfig
-    from mcil.train import resolve_method
+    from mcil.learners.resolve import resolve_method
 
     preset = get_preset("joint")
     assert preset is not None and preset.learner == "mcil"

@@ -12,7 +12,7 @@ import torch
 
 from mcil.backbones.tiny import TinyBackbone
 from mcil.config import RunConfig, apply_overrides, parse_dataclass
-from mcil.method.base import Batch
+from mcil.learners.base import Batch
 
 from tiny_kit import CLASS_NAMES, random_backbone
 

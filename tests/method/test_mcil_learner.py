@@ -12,10 +12,10 @@ import torch
 
 from mcil.config import ConfigError, RunConfig, apply_overrides, parse_dataclass
 from mcil.errors import UserError
-from mcil.method.base import Batch, Task
+from mcil.learners.base import Batch, Task
 from mcil.method.losses import NonFiniteLossError
 from mcil.method.mcil_learner import OFFICIAL_LOGIT_SCALE, McilLearner
-from mcil.method.registry import available_methods, get_learner_class, get_preset
+from mcil.learners.registry import available_methods, get_learner_class, get_preset
 
 TASK0 = Task(index=0, classes=(0, 1, 2), seen_classes=(0, 1, 2), n_tasks=2, steps=4)
 TASK1 = Task(index=1, classes=(3, 4, 5), seen_classes=(0, 1, 2, 3, 4, 5), n_tasks=2, steps=4)

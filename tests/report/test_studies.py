@@ -1,4 +1,4 @@
-"""Validation studies (mcil/report/studies.py) on small synthetic check runs with numbers worked out by hand.
+"""Validation studies (mcil/report/studies/) on small synthetic check runs with numbers worked out by hand.
 
 Every fixture is a schema-valid result.json (results_factory) written where `snakemake checks` puts it:
 ``<root>/<variant>/<dataset>/<method>/T<T>_th<th>_a<alpha>_s<seed>/result.json``; the config of a variant
@@ -386,7 +386,7 @@ def test_metrics_prefers_the_main_pipeline_runs(tmp_path):
     (0.5, math.nan, math.nan, INCONCLUSIVE),
 ])
 def test_tau_verdict(tau, lo, hi, verdict):
-    assert studies._tau_verdict(tau, lo, hi) == verdict
+    assert studies.metrics._tau_verdict(tau, lo, hi) == verdict
 
 
 def test_every_study_says_why_it_is_empty():

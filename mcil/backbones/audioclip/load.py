@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import torch
 
 from mcil.backbones.audioclip.model import AudioCLIP
-from mcil.backbones.base import BackboneError, file_sha256, register_backbone
+from mcil.backbones.base import BackboneError, file_sha256
+from mcil.backbones.registry import register_backbone
 
 __all__ = ["load_audioclip", "PUBLISHED_CHECKPOINTS", "build_audioclip"]
 

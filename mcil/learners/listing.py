@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from mcil.errors import UserError
-from mcil.method.registry import available_methods, get_learner_class, get_preset
+from mcil.learners.registry import available_methods, get_learner_class, get_preset
 
 __all__ = ["describe_methods", "describe", "format_listing", "format_entry", "configure_parser", "run_cli"]
 

@@ -6,9 +6,9 @@ configuration of an existing learner registers as a preset::
     register_preset("mcil-no-aavfm", learner="mcil", overrides={"fusion.gate": "never"},
                     doc="without AAVFM: image feature only")
 
-``method.name`` in a config may be either; :func:`mcil.train.resolve_method` turns a preset into
-its learner name and applies the overrides (explicit user overrides win) and then the preset's
-``fixed`` values, which nothing overrides: they define the preset (``joint`` *is* one task).
+``method.name`` in a config may be either; :func:`mcil.learners.resolve.resolve_method` turns a
+preset into its learner name and applies the overrides (explicit user overrides win) and then the
+preset's ``fixed`` values, which nothing overrides: they define the preset (``joint`` *is* one task).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Preset:
 
 
 def register_learner(cls: type) -> type:
-    """Class decorator: register a :class:`mcil.method.base.Learner` subclass under ``cls.NAME``."""
+    """Class decorator: register a :class:`mcil.learners.base.Learner` subclass under ``cls.NAME``."""
     if not cls.NAME:
         raise ValueError(f"{cls.__name__} has no NAME")
     if cls.NAME in _LEARNERS and _LEARNERS[cls.NAME] is not cls:

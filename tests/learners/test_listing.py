@@ -8,7 +8,7 @@ import pytest
 
 from mcil.cli import main
 from mcil.errors import UserError
-from mcil.method.listing import describe
+from mcil.learners.listing import describe
 
 
 def test_listing_shows_learners_and_presets(capsys):
