@@ -22,7 +22,8 @@ method gets its own — every method that trains gets the same candidates, so no
 tuning. The score is validation AIA, or Last for one-task methods (joint).
 
 Runs go to ``OUT/runs/<step>/<method>/<key>=<value>_s<seed>-<hash>/result.json`` (hash: the run's
-full overrides) and are skipped when finished (a killed tune resumes); ``OUT/selection.{md,json}``
+full overrides) and are skipped when finished (a killed tune resumes) or when another step already
+made the same run (same hash: its result.json is copied); ``OUT/selection.{md,json}``
 are written last, atomically. A step's runs are independent of each other, so ``jobs > 1`` trains
 them in that many worker processes (one torch thread each unless ``threads`` says otherwise); the
 choices do not depend on ``jobs`` (each run is deterministic given its overrides).
@@ -126,6 +127,21 @@ def _overrides(base: dict[str, Any], extra: dict[str, Any]) -> list[str]:
     return [f"{k}={_value_text(v)}" for k, v in merged.items()]
 
 
+def _reuse_same_run(out: Path, folder: Path) -> bool:
+    """Copy the result.json of a finished run elsewhere under ``out/runs`` with ``folder``'s overrides hash."""
+    from mcil.train import RESULT_FILE
+
+    if (folder / RESULT_FILE).is_file():
+        return False
+    digest = folder.name.rsplit("-", 1)[1]
+    for other in sorted((out / "runs").glob(f"*/{folder.parent.name}/*-{digest}/{RESULT_FILE}")):
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / RESULT_FILE, other.read_text())
+        log.info("tune: %s is the run %s (same overrides): reused", folder, other.parent)
+        return True
+    return False
+
+
 def _train_one(overrides: list[str], folder: str, threads: int | None) -> str:
     """Train one tune run (in a worker process when ``jobs > 1``); returns its result.json path."""
     import torch
@@ -181,7 +197,11 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 
                         digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
                         folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}-{digest}"
                         runs.append((method, value, seed, folder, overrides))
-            # 2. train the unfinished ones (validation only), in parallel when asked
+            # 2. train the unfinished ones (validation only), in parallel when asked; a run with the same
+            #    full overrides made by another step (each step's first candidate is usually the run the
+            #    step before chose) is the same deterministic run: its result is copied, not retrained.
+            for _, _, _, folder, _ in runs:
+                _reuse_same_run(out, folder)
             todo = [r for r in runs if not (r[3] / RESULT_FILE).is_file()]
             for method, value, seed, folder, overrides in todo:
                 if load_config(None, overrides).data.eval_split != "val":

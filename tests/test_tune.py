@@ -113,3 +113,22 @@ def test_parallel_jobs_choose_the_same_as_one_job(tmp_path, tiny_env):
     ]
     with pytest.raises(UserError, match="--jobs 0 must be >= 1"):
         tune.run_tune(spec, tmp_path / "none", jobs=0)
+
+
+def test_a_run_another_step_already_made_is_reused_not_retrained(tmp_path, tiny_env, monkeypatch):
+    """Step 2's first candidate (lr 1e-3 at the chosen 1 epoch) is step 1's run at 1 epoch: copied."""
+    import yaml
+
+    spec_path = _spec(tmp_path, tiny_env, **{"optim.lr": "1e-3"})
+    data = yaml.safe_load(spec_path.read_text())
+    data["steps"][1]["values"] = ["1e-3", "1e-1"]
+    spec_path.write_text(yaml.safe_dump(data))
+    trained = []
+    real = tune._train_one
+    monkeypatch.setattr(tune, "_train_one", lambda o, f, t: trained.append(f) or real(o, f, t))
+    sel = tune.run_tune(tune.load_spec(spec_path), tmp_path / "out")
+    assert len(trained) == 4 + 1  # schedule: 2 methods x 2 epochs; lr: only 1e-1 is new
+    [copy] = (tmp_path / "out").glob("runs/lr/finetune/optim.lr=1e-3_s0-*/result.json")
+    [orig] = (tmp_path / "out").glob("runs/schedule/finetune/optim.epochs=1_s0-*/result.json")
+    assert copy.read_text() == orig.read_text() and copy.parent.name.split("-")[-1] == orig.parent.name.split("-")[-1]
+    assert {r["value"] for r in sel["runs"] if r["step"] == "lr"} == {"1e-3", "1e-1"}
