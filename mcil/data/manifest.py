@@ -72,7 +72,7 @@ class Manifest:
 
     @property
     def twin_pairs(self) -> list[tuple[int, int]]:
-        """Look-alike pairs ``(base, twin)`` of incremental classes (classes.json ``twin``; synav), by label."""
+        """Look-alike pairs of incremental classes (classes.json ``twin``; synav) as sorted label pairs."""
         inc = set(self.incremental_labels)
         pairs = {tuple(sorted((int(c["label"]), int(c["twin"])))) for c in self.classes
                  if c.get("twin") is not None and c["label"] in inc and int(c["twin"]) in inc}

@@ -337,3 +337,15 @@ def test_linear_probe_reports_each_modality(pair: tuple[Path, Path]) -> None:
     assert set(result["both_by_corruption"]) == set(kinds)
     with pytest.raises(DataError, match="mcil synth"):
         linear_probe(pair[1].parent / "missing")
+
+
+def test_manifest_twin_pairs_are_the_written_lookalike_pairs(tmp_path: Path) -> None:
+    """classes.json's ``twin`` reaches the scenario as sorted label pairs (what separate_twins reads)."""
+    from mcil.data.manifest import read_manifest
+
+    root = generate(tmp_path / "sv", SynthConfig(n_classes=8, train_per_class=1, test_per_class=1,
+                                                  pretrain_per_class=1, lookalike_fraction=0.5))
+    meta = json.loads((root / "classes.json").read_text())
+    expected = sorted({tuple(sorted((c["label"], c["twin"]))) for c in meta["classes"]
+                       if c["group"] == "incremental" and c.get("twin") is not None})
+    assert len(expected) == 2 and read_manifest(root).twin_pairs == expected
