@@ -83,7 +83,8 @@ def _run_folders(stdout):
 def test_run_folder_hash_follows_the_overrides_not_the_locations(tmp_path):
     base = _run_folders(snakemake(tmp_path, "--dry-run").stdout)
     moved = _run_folders(snakemake(tmp_path, "--dry-run", "--config", "data_dir=elsewhere", "cache_dir=elsewhere/cache").stdout)
-    changed = snakemake(tmp_path, "--dry-run", "--config", "run={optim.epochs: 3}")
+    # a run key no method_run entry overrides (joint sets its own optim.epochs)
+    changed = snakemake(tmp_path, "--dry-run", "--config", "run={optim.warmup_steps: 3}")
     assert changed.returncode == 0, changed.stderr
     changed = _run_folders(changed.stdout)
     assert base and base == moved  # same runs, same folders wherever the data lives
