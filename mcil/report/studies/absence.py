@@ -35,8 +35,6 @@ from mcil.report.studies.data import (
 from mcil.report.studies.registry import register_study
 
 
-
-
 def _absence_label(row: pd.Series) -> tuple[str, str, str, float]:
     """(condition label, modality, where, rate) of a run's missing_* settings."""
     vals = {k: float(row.get(c, 0.0) or 0.0) for k, c in MISSING.items()}

@@ -38,8 +38,6 @@ from mcil.report.studies.registry import register_study
 from mcil.report.studies.threshold_noise import _noise_frame
 
 
-
-
 def _estimated_th(stats_json: Any) -> float:
     try:
         st = json.loads(stats_json) if isinstance(stats_json, str) else (stats_json or {})

@@ -32,8 +32,6 @@ from mcil.report.studies.data import (
 from mcil.report.studies.registry import register_study
 
 
-
-
 @register_study("alpha", title="Loss weight α",
                 question="Does L_MI help (α < 1 vs α = 1), and is α = 0.7 special?")
 def study_alpha(data: StudyData, datasets: Sequence[str], s: StudySettings) -> StudyResult:

@@ -14,7 +14,6 @@ from mcil.report.studies.render import run_studies, write_studies
 log = logging.getLogger(__name__)
 
 
-
 def _pairs(items: Sequence[str] | None, what: str) -> dict[str, str]:
     out = {}
     for item in items or []:

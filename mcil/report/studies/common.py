@@ -18,8 +18,6 @@ from mcil.report.studies.registry import STUDY_INFO
 from mcil.report.tables import th_order
 
 
-
-
 def compare_verdict(n: int, lo: float, hi: float, tolerance: float) -> str:
     """equivalent (interval inside ±tolerance), else higher (above 0) or lower (below 0), else inconclusive.
 

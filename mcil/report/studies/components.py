@@ -24,8 +24,6 @@ from mcil.report.studies.data import (
 from mcil.report.studies.registry import register_study
 
 
-
-
 @register_study("components", title="Components",
                 question="Which part of the method carries the gain (each ablation preset against the full method)?")
 def study_components(data: StudyData, datasets: Sequence[str], s: StudySettings) -> StudyResult:

@@ -25,8 +25,6 @@ from mcil.report.studies.data import (
 from mcil.report.studies.registry import register_study
 
 
-
-
 @register_study("hyperparams", title="Learning rate × batch size",
                 question="How sensitive is MCIL to the learning rate and batch size, which the paper does not report?")
 def study_hyperparams(data: StudyData, datasets: Sequence[str], s: StudySettings) -> StudyResult:

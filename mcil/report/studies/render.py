@@ -19,7 +19,6 @@ from mcil.report.tables import to_latex, to_markdown
 log = logging.getLogger(__name__)
 
 
-
 def run_studies(data: StudyData, plan: Mapping[str, Sequence[str]], s: StudySettings,
                 kinds: Mapping[str, str] | None = None) -> list[StudyResult]:
     """Run each study of ``plan`` (name → datasets) with the function of its kind (``kinds[name]``, else

@@ -27,8 +27,6 @@ from mcil.report.studies.data import EQUIVALENT, HIGHER, INCONCLUSIVE, StudyData
 from mcil.report.studies.registry import register_study
 
 
-
-
 LONG_SPLIT = 50  # "past 50 tasks"
 
 

@@ -26,8 +26,6 @@ from mcil.report.studies.data import EQUIVALENT, INCONCLUSIVE, StudyData, StudyR
 from mcil.report.studies.registry import register_study
 
 
-
-
 def _noise_frame(runs: pd.DataFrame, s: StudySettings) -> pd.DataFrame:
     runs = runs.copy()
     runs["noise"] = runs["dataset"].map(lambda d: s.noise_levels.get(d, math.nan)).astype(float)
