@@ -156,7 +156,9 @@ def _train_one(overrides: list[str], folder: str, threads: int | None) -> str:
 
 
 def _init_worker() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from mcil.cli import configure_logging
+
+    configure_logging()
 
 
 def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 1) -> dict[str, Any]:
