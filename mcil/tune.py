@@ -191,7 +191,8 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 
             for method in step.methods:
                 for value in step.values:
                     for seed in spec.seeds:
-                        extra = {"method.name": method, **spec.fixed.get(method, {}), **shared, **chosen.get(method, {}),
+                        # A method's own starting values (fixed) win over the shared choices, its own choices over both.
+                        extra = {"method.name": method, **shared, **spec.fixed.get(method, {}), **chosen.get(method, {}),
                                  step.key: value, "train_seed": seed, "scenario.order_seed": seed}
                         overrides = _overrides(spec.base, extra)
                         # The folder names the run's full overrides (hash), so a changed earlier choice or

@@ -86,9 +86,9 @@ class McilOptions:
     bottleneck: int = _opt(64, "expert bottleneck width")
     adapter_scale: float = _opt(0.1, "fixed output scale of every expert")
     adapter_lr_scale: float = _opt(
-        1.0,
+        100.0,
         "lr of the MIFE experts and routers as a multiple of optim.lr (they start at zero output, the fusion MLP "
-        "does not: Adam moves each by about lr per step)",
+        "does not: Adam moves each by about lr per step); 100 chosen on validation (docs/tuning.md), 1 = official",
     )
     dropout: float = _opt(0.1, "dropout inside the experts")
     text_diversity: bool = _opt(True, "training prototypes average the template set's train list (false: test template)")
@@ -678,6 +678,7 @@ register_preset(
         "method.options.text_router_input": "same",
         "method.options.official_freeze_hack": True,
         "method.options.logit_scale": "official-raw",
+        "method.options.adapter_lr_scale": 1.0,
         "loss.cw": "official",
         "loss.mi_reduction": "sum",
         "loss.mi_input": "official",

@@ -70,7 +70,9 @@ def test_adapter_lr_scale_applies_to_the_experts_and_routers_only(mk):
     assert mife and fusion and len(scales) == len(params)
     assert all(s == (10.0 if id(p) in mife else 1.0) for p, s in zip(params, scales))
     assert any(id(p) in fusion for p in params)
-    assert mk.learner().lr_scales(params) == [1.0] * len(params)  # the default: one step size
+    one = mk.learner(options={"adapter_lr_scale": 1.0})  # 1 (mcil-official): one step size for everything
+    one.start_task(TASK0)
+    assert one.lr_scales(one.trainable_parameters()) == [1.0] * len(one.trainable_parameters())
     with pytest.raises(ConfigError, match="adapter_lr_scale"):
         mk.learner(options={"adapter_lr_scale": 0.0})
 
