@@ -21,7 +21,7 @@ use rule train as train_check with:
     benchmark:
         f"benchmarks/train_check/{CHECK_RUN_NAME}.tsv"
     wildcard_constraints:
-        variant=_names_regex(CHECK_VARIANTS),
+        variant=names_regex(CHECK_VARIANTS),
 
 
 rule checks:

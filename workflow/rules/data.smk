@@ -7,7 +7,7 @@ rule synth:
         manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
         classes=f"{DATA_DIR}/{{dataset}}/classes.json",
     wildcard_constraints:
-        dataset=_names_regex(datasets_by_source("synth")),
+        dataset=names_regex(datasets_by_source("synth")),
     params:
         mcil=MCIL,
         out=lambda wc: dataset_root(wc.dataset),
@@ -35,7 +35,7 @@ rule prepare:
         manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
         classes=f"{DATA_DIR}/{{dataset}}/classes.json",
     wildcard_constraints:
-        dataset=_names_regex(datasets_by_source("prepare")),
+        dataset=names_regex(datasets_by_source("prepare")),
     params:
         mcil=MCIL,
         args=prepare_args,

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from mcil.report.aggregate import IDENTITY, RUN_DIR_RE, collect, find_results
+from mcil.grid import RUN_DIR_RE
+from mcil.report.aggregate import IDENTITY, collect, find_results
 
 log = logging.getLogger(__name__)
 
