@@ -22,8 +22,9 @@ import re
 import shlex
 import string
 import typing
+from collections.abc import Iterable, Mapping
 from itertools import product
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mcil.config import GateMode, RunConfig
 from mcil.errors import UserError

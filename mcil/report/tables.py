@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd

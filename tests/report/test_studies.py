@@ -17,12 +17,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from results_factory import make_result
 from scipy import stats
 
 from mcil.report import studies
 from mcil.report.studies import EQUIVALENT, HIGHER, INCONCLUSIVE, LOWER, StudySettings
 from mcil.schemas import validate_result
+
+from results_factory import make_result
 
 T975_2 = 4.302652729911275  # t quantile, 2 degrees of freedom (3 seeds)
 S = StudySettings(default_th="0.8", default_alpha=0.7, tolerance=2.0, confidence=0.95, bootstrap=200,

@@ -50,6 +50,7 @@ def _grid(fn, *args, **kwargs):
 # Loaded here because its datasets join the dataset table that every rule looks names up in.
 # ------------------------------------------------------------------------------------------------
 
+
 def _checks_file():
     """The checks file named by checks.config (cwd first, then the repository), or None when unset."""
     name = (config.get("checks") or {}).get("config")
@@ -73,7 +74,9 @@ def _load_checks():
     validate(data, os.path.join(workflow.basedir, "workflow", "schemas", "checks.schema.yaml"))
     clash = sorted(n for n, d in data["datasets"].items() if n in config["datasets"] and config["datasets"][n] != d)
     if clash:
-        raise WorkflowError(f"{path}: datasets {', '.join(clash)} are also defined, differently, in the main config; rename them")
+        raise WorkflowError(
+            f"{path}: datasets {', '.join(clash)} are also defined, differently, in the main config; rename them"
+        )
     return path, data
 
 
@@ -89,6 +92,7 @@ _grid(grid.check_run_keys, grid.run_key_sections(config, DATASETS, CHECKS, CHECK
 # ------------------------------------------------------------------------------------------------
 # Lookups
 # ------------------------------------------------------------------------------------------------
+
 
 def resolve(value):
     """Substitute "{name}" references to `paths:` entries; raise grid.MissingPath(name) if unset."""
@@ -138,6 +142,7 @@ def synth_args(dataset):
 # ------------------------------------------------------------------------------------------------
 # Main runs
 # ------------------------------------------------------------------------------------------------
+
 
 def all_runs():
     """Every run of the enabled groups, each once, in a stable order (no hash yet: computing it
@@ -194,7 +199,9 @@ CHECK_RESULT = os.path.join(CHECKS_RUNS_DIR, CHECK_RUN_NAME, "result.json")
 
 
 # study -> its runs (dicts of wildcards, with their variant), in file order; variant name -> its overrides.
-STUDY_RUNS, CHECK_VARIANTS = _grid(grid.study_runs, config, CHECKS, CHECKS_FILE, DATASETS) if CHECKS else ({}, {grid.BASE_VARIANT: {}})
+STUDY_RUNS, CHECK_VARIANTS = (
+    _grid(grid.study_runs, config, CHECKS, CHECKS_FILE, DATASETS) if CHECKS else ({}, {grid.BASE_VARIANT: {}})
+)
 CHECK_STUDIES = list(STUDY_RUNS)
 
 
@@ -247,7 +254,7 @@ def check_targets(wildcards=None):
     if CHECKS_FILE is None:
         raise WorkflowError(
             "snakemake checks: no studies configured; set checks.config to a checks file, "
-            "e.g. --config checks=\"{config: config/checks.yaml}\""
+            'e.g. --config checks="{config: config/checks.yaml}"'
         )
     return sorted({t for s in selected_studies() for t in study_targets(s)})
 
@@ -266,6 +273,7 @@ def studies_args():
 # ------------------------------------------------------------------------------------------------
 # Inputs of data, train and tune rules
 # ------------------------------------------------------------------------------------------------
+
 
 def prepare_args(wc):
     return grid.prepare_args(DATASETS[wc.dataset]["prepare"], config.get("paths"))
@@ -291,7 +299,9 @@ def train_inputs(wc):
 def tune_inputs(wc):
     """What `mcil tune` reads: its spec and the tune dataset's manifest, cache and backbone."""
     if not config.get("tune"):
-        raise WorkflowError("snakemake tune: this config has no `tune:` section (spec, dataset); see config/default.yaml")
+        raise WorkflowError(
+            "snakemake tune: this config has no `tune:` section (spec, dataset); see config/default.yaml"
+        )
     ds = config["tune"]["dataset"]
     return {"spec": config["tune"]["spec"], **train_inputs(SimpleNamespace(dataset=ds))}
 
@@ -304,6 +314,7 @@ def tune_overrides():
 # ------------------------------------------------------------------------------------------------
 # Check that what the runs need exists, before any job starts (also on --dry-run)
 # ------------------------------------------------------------------------------------------------
+
 
 def check_inputs():
     problems = grid.missing_inputs(config, used_datasets())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from mcil.grid import th_fusion, th_label
 from mcil.report.studies.data import StudySettings, load_study_data

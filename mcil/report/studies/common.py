@@ -4,7 +4,8 @@ summaries, findings and paragraphs, and the plotting and table helpers."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
