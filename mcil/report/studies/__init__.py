@@ -37,13 +37,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+# The study modules register in import order, which is the order of STUDIES: no sorting here.
+# isort: off
 from mcil.report.stats import bootstrap_tau, kendall_tau  # noqa: E402
-from mcil.report.studies.absence import study_absence  # noqa: E402
-from mcil.report.studies.adaptive_threshold import study_adaptive_threshold  # noqa: E402
-from mcil.report.studies.alpha import study_alpha  # noqa: E402
-from mcil.report.studies.cli import configure_parser, run_cli  # noqa: E402
-from mcil.report.studies.common import compare, compare_verdict, per_seed, summarise_ci  # noqa: E402
-from mcil.report.studies.components import study_components  # noqa: E402
+from mcil.report.studies.registry import STUDIES, STUDY_INFO, register_study  # noqa: E402
 from mcil.report.studies.data import (  # noqa: E402
     BASE,
     BATCH,
@@ -66,14 +63,20 @@ from mcil.report.studies.data import (  # noqa: E402
     task_rows,
     variant_of,
 )
+from mcil.report.studies.common import compare, compare_verdict, per_seed, summarise_ci  # noqa: E402
 
 # the order of these imports is the order of STUDIES (default plan, claims.md, --help)
 from mcil.report.studies.hyperparams import study_hyperparams  # noqa: E402
-from mcil.report.studies.metrics import study_metrics  # noqa: E402
-from mcil.report.studies.registry import STUDIES, STUDY_INFO, register_study  # noqa: E402
-from mcil.report.studies.render import render_claims, run_studies, write_studies  # noqa: E402
-from mcil.report.studies.tasks import study_tasks  # noqa: E402
 from mcil.report.studies.threshold_noise import study_threshold_noise  # noqa: E402
+from mcil.report.studies.adaptive_threshold import study_adaptive_threshold  # noqa: E402
+from mcil.report.studies.alpha import study_alpha  # noqa: E402
+from mcil.report.studies.components import study_components  # noqa: E402
+from mcil.report.studies.tasks import study_tasks  # noqa: E402
+from mcil.report.studies.absence import study_absence  # noqa: E402
+from mcil.report.studies.metrics import study_metrics  # noqa: E402
+from mcil.report.studies.render import render_claims, run_studies, write_studies  # noqa: E402
+from mcil.report.studies.cli import configure_parser, run_cli  # noqa: E402
+# isort: on
 
 __all__ = [
     "STUDIES",
