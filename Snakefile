@@ -32,7 +32,6 @@ include: "workflow/rules/tune.smk"
 include: "workflow/rules/calibrate.smk"
 
 
-
 rule all:
     """Everything: every configured run, the tables, the figures, results/claims.md and results/calibration.md."""
     default_target: True

@@ -35,9 +35,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -203,7 +204,7 @@ class _PeakMemory:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, _rss_mb())
 
-    def start(self) -> "_PeakMemory":
+    def start(self) -> _PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         else:
@@ -520,7 +521,7 @@ def bench_paths(
         close = getattr(learner, "close", None)
         if close:
             close()
-        del learner, opt
+        learner = opt = None  # released before the next path (the closures above hold the same cells)
 
     tolerance = spec.bf16_tolerance if spec.bf16 else spec.tolerance
     res: dict[str, Any] = dict(results)

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from mcil.atomic import atomic_torch_save
-
 from mcil.data.spec import normalise_images, scale_audio
 
 __all__ = ["frozen_embeddings", "encode_split"]

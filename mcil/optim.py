@@ -12,7 +12,8 @@ single-tensor path (its CPU default); ``tests/test_optim.py`` checks the paramet
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 

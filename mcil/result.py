@@ -39,9 +39,7 @@ def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learn
     :func:`mcil.learners.resolve.resolve_method` says about the method, ``user_cfg`` the
     configuration as given and ``cfg`` the resolved one.
     """
-    from mcil.metrics import summarise
-    from mcil.metrics import compat
-    from mcil.metrics import paper
+    from mcil.metrics import compat, paper, summarise
 
     T = len(scenario.tasks)
     A = np.array([row["acc_row"] for row in state.rows], dtype=float)  # (T, T)

@@ -206,7 +206,7 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 
             for _, _, _, folder, _ in runs:
                 _reuse_same_run(out, folder)
             todo = [r for r in runs if not (r[3] / RESULT_FILE).is_file()]
-            for method, value, seed, folder, overrides in todo:
+            for *_, overrides in todo:
                 if load_config(None, overrides).data.eval_split != "val":
                     raise UserError("tune: base must set data.eval_split=val (settings are chosen on "
                                     "validation data, never on test)")
@@ -221,7 +221,7 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 
                     f.result()  # a failed run fails the tune, naming its error
             # 3. score and choose
             per_method: dict[str, dict[str, list[float]]] = {}
-            for method, value, seed, folder, overrides in runs:
+            for method, value, seed, folder, _ in runs:
                 result = json.loads((folder / RESULT_FILE).read_text())
                 per_method.setdefault(method, {}).setdefault(value, []).append(_score(result))
                 table.append({"step": step.name, "method": method, "key": step.key, "value": value,

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """One intra-op thread for every test module: on the shared 2-core CI machine the small

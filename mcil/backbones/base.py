@@ -132,14 +132,14 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     # -- freezing ---------------------------------------------------------------------------------
-    def freeze(self) -> "Backbone":
+    def freeze(self) -> Backbone:
         """requires_grad=False everywhere and eval mode (BatchNorm uses running statistics)."""
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
         return self
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         """A frozen backbone stays in eval mode; adapters attached by hooks keep their own mode."""
         return super().train(False)
 

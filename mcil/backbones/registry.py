@@ -14,8 +14,8 @@ the concrete modules import ``base`` and this module, never the other way round.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mcil.backbones.base import Backbone, BackboneError
 

@@ -29,9 +29,10 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,7 @@ class TinyConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TinyConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TinyConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (naming ``source``)."""
         if not isinstance(data, dict):
             raise BackboneError(f"{source}: 'config' is {type(data).__name__}, expected a dict")
@@ -477,7 +478,7 @@ class TinyBackbone(Backbone):
     @classmethod
     def random(
         cls, seed: int = 0, vocab: Sequence[str] | None = None, config: TinyConfig | None = None
-    ) -> "TinyBackbone":
+    ) -> TinyBackbone:
         """A randomly initialised backbone (for tests of other modules); the global RNG is untouched.
 
         ``vocab``: words *or* phrases (e.g. class names); their words plus the synav template words

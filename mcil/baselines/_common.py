@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ class BaselineLearner(Learner):
     def invalidate(self) -> None:
         self._cache.clear()
 
-    def train(self, mode: bool = True) -> "BaselineLearner":
+    def train(self, mode: bool = True) -> BaselineLearner:
         self.invalidate()
         return super().train(mode)
 

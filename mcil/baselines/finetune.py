@@ -9,7 +9,6 @@ the image features drift: it forgets.
 
 from __future__ import annotations
 
-
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner
 from mcil.learners.registry import register_learner
 

@@ -12,8 +12,9 @@ No data of old tasks is stored: the only memory is the teacher (one adapter set)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner, cosine_logits, opt
 from mcil.config import ConfigError
 from mcil.learners.base import Batch, Task
-from mcil.method.mife import MIFE
 from mcil.learners.registry import register_learner
+from mcil.method.mife import MIFE
 
 __all__ = ["LwF", "LwFOptions", "distillation"]
 
@@ -90,7 +91,7 @@ class LwF(AdapterTextLearner):
         teacher.eval()
         self.teacher = teacher
 
-    def train(self, mode: bool = True) -> "LwF":
+    def train(self, mode: bool = True) -> LwF:
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()  # the teacher is a fixed function: no dropout

@@ -22,9 +22,9 @@ from torch import nn
 
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner, opt
 from mcil.config import ConfigError
+from mcil.learners.registry import register_learner
 from mcil.method.mcil_learner import McilOptions
 from mcil.method.mife import MifeConfig
-from mcil.learners.registry import register_learner
 
 __all__ = ["MoEAdapters", "MoEAdaptersOptions"]
 

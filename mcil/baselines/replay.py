@@ -16,8 +16,9 @@ trainer's ``fetch`` turns indices into a batch), so a checkpoint holds only inte
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F

@@ -10,8 +10,9 @@ their fusion (concatenation or average of the L2-normalised embeddings).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -30,10 +30,11 @@ import os
 import re
 import time
 import zipfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,7 +93,7 @@ class CachedSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, idx: torch.Tensor, name: str) -> "CachedSplit":
+    def subset(self, idx: torch.Tensor, name: str) -> CachedSplit:
         """Rows ``idx`` (int64, (n,)) as a split of their own (copied out of the memory map), e.g. the
         validation rows of a train split. ``name`` tags the key, so provenance tells the two apart."""
         ids = [self.sample_ids[i] for i in idx.tolist()]

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -84,7 +85,7 @@ class Scenario:
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _paper_file(dataset: str) -> dict[str, Any]:
     if dataset not in PAPER_DATASETS:
         raise ConfigError(

@@ -11,9 +11,10 @@ embedding matrix reshapes to ``(C, N, D)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal, Sequence
+from typing import Literal
 
 import yaml
 

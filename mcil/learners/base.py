@@ -16,8 +16,9 @@ anything else it must resume (memory indices, Fisher, statistics) goes through
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ class Batch:
     image_emb: torch.Tensor | None = None
     audio_emb: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         kw = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -119,7 +120,7 @@ class Learner(nn.Module):
     NEEDS_GRAD: ClassVar[bool] = True
 
     @classmethod
-    def from_config(cls, backbone: Any, class_names: list[str], templates: str, cfg: Any) -> "Learner":
+    def from_config(cls, backbone: Any, class_names: list[str], templates: str, cfg: Any) -> Learner:
         """Build from a RunConfig: ``cfg.method.options`` is parsed into ``cls.Options`` (strict)."""
         from mcil.config import parse_dataclass
 

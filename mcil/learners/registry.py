@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 _LEARNERS: dict[str, type] = {}
-_PRESETS: dict[str, "Preset"] = {}
+_PRESETS: dict[str, Preset] = {}
 _LOADED = False
 
 

@@ -30,7 +30,8 @@ and the official estimator never does (docs/method.md, measured ratios per varia
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

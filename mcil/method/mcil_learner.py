@@ -28,8 +28,9 @@ import contextlib
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +39,12 @@ from torch import nn
 from mcil.backbones.base import Backbone
 from mcil.config import ConfigError, RunConfig
 from mcil.errors import UserError
-from mcil.method.aavfm import DynamicFusion, adaptive_threshold, gate_decision, pearson_r, select_features
 from mcil.learners.base import Batch, BatchLoader, Learner, Prediction, Task
+from mcil.learners.registry import register_learner, register_preset
+from mcil.method.aavfm import DynamicFusion, adaptive_threshold, gate_decision, pearson_r, select_features
 from mcil.method.losses import check_finite, cosine_logits, cw_loss, grad_norm, grad_norm_scale, mi_loss, total_loss
 from mcil.method.mife import MIFE, MifeConfig
 from mcil.method.prompts import average_prototypes, fill_prompts, load_templates
-from mcil.learners.registry import register_learner, register_preset
 
 __all__ = ["McilOptions", "McilLearner", "OFFICIAL_LOGIT_SCALE"]
 

@@ -43,8 +43,9 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -215,7 +216,7 @@ class MoEAdapter(nn.Module):
         for chunk, group in zip(self.router, self.chunk_group):
             chunk.requires_grad_(self.group_trainable(group))
 
-    def train(self, mode: bool = True) -> "MoEAdapter":
+    def train(self, mode: bool = True) -> MoEAdapter:
         """Frozen experts stay in eval mode (no dropout): their function no longer changes."""
         super().train(mode)
         for e, expert in enumerate(self.experts):
@@ -327,7 +328,7 @@ class MoEAdapter(nn.Module):
         self.apply_trainable()
 
 
-def _make_hook(ref: "weakref.ReferenceType[MIFE]", i: int):
+def _make_hook(ref: weakref.ReferenceType[MIFE], i: int):
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
         mife = ref()
         if mife is None or not mife.is_active:

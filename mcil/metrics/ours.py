@@ -29,7 +29,8 @@ Variants that carry information (all keys start with ``m1_ours_`` / ``m2_ours_``
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

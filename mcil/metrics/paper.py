@@ -57,7 +57,8 @@ What the trainer must collect, per task ``t`` (0-based ``t`` = after training ta
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Literal, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch

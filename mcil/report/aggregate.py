@@ -24,13 +24,14 @@ import dataclasses
 import json
 import logging
 import math
-import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
 from mcil.atomic import atomic_write_text
+from mcil.grid import RUN_DIR_RE, th_fusion, th_label
 
 __all__ = [
     "RESULT_FILE",
@@ -50,9 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-RUN_DIR_RE = re.compile(
-    r"(?P<dataset>[^/]+)/(?P<method>[^/]+)/T(?P<T>\d+)_th(?P<th>[^_/]+)_a(?P<alpha>[^_/]+)_s(?P<seed>\d+)(?:-(?P<hash>[0-9a-f]{8}))?$"
-)
 IDENTITY = ["dataset", "method", "T", "th", "alpha", "seed"]
 CORE_METRICS = ["aia", "aia_task_balanced", "last", "forgetting", "forgetting_beyond_zs", "bwt", "fwt"]
 # The frozen reference whose forgetting comes from label-space growth alone (docs/metrics.md §2.1).
@@ -83,22 +81,6 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
         else:
             log.warning("%s does not exist; skipped", p)
     return sorted(found)
-
-
-def _fmt_number(x: float) -> str:
-    return f"{float(x):g}"
-
-
-def th_label(fusion: dict[str, Any] | None) -> str:
-    """Threshold label of a fusion config: ``"0.8"`` for the batch gate, else the gate word."""
-    fusion = fusion or {}
-    gate = fusion.get("gate", "batch")
-    th = fusion.get("th", 0.8)
-    if gate == "batch":
-        return _fmt_number(th)
-    if gate == "sample":
-        return f"sample-{_fmt_number(th)}"
-    return str(gate)
 
 
 def default_th_label() -> str:
@@ -144,7 +126,7 @@ def _identity(result: dict[str, Any], run_dir: str | None) -> dict[str, Any]:
         ident["dataset"] = m["dataset"]
         ident["method"] = m["method"]
         ident["T"] = int(m["T"])
-        ident["th"] = m["th"] if not re.fullmatch(r"[0-9.]+", m["th"]) else _fmt_number(float(m["th"]))
+        ident["th"] = th_label(th_fusion(m["th"]))
         try:
             ident["alpha"] = float(m["alpha"])
         except ValueError:
@@ -367,8 +349,7 @@ def run_cli(args: argparse.Namespace) -> int:
     atomic_write_text(out / "all_steps.csv", steps.to_csv(index=False))
     for message in provenance_warnings(runs):
         log.warning("%s", message)
-    th = str(args.default_th)
-    th = _fmt_number(float(th)) if re.fullmatch(r"[0-9.]+", th) else th
+    th = th_label(th_fusion(str(args.default_th)))
     alpha = float(args.default_alpha)
     tables.write_tables(runs, out / "tables", default_th=th, default_alpha=alpha)
     plots.write_figures(runs, steps, Path(args.figures), default_th=th, default_alpha=alpha)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,8 @@ from mcil.atomic import atomic_write_text
 __all__ = [
     "METRIC_LABELS",
     "TABLE_SPECS",
+    "REPRODUCED",
+    "TABLES",
     "is_mcil_family",
     "main_setting",
     "method_order",
@@ -287,6 +289,9 @@ TABLE_SPECS = {
     "alpha": (alpha_summary, "alpha", "Loss weight α of MCIL"),
     "tasks": (tasks_summary, "method", "Number of tasks T"),
 }
+REPRODUCED = "reproduced"
+# Every table write_tables writes (results/tables/<name>.{csv,md,tex}); the pipeline's outputs.
+TABLES = [*TABLE_SPECS, REPRODUCED]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,9 +407,9 @@ def write_tables(runs: pd.DataFrame, out_dir: str | Path, default_th: str, defau
         log.info("table %s: %d rows", name, len(table))
     rep = reproduced_table(runs, default_th, default_alpha)
     caption = "Reproduced vs reported: published numbers of the methods mcil runs, their sources, and ours on the same protocol"
-    paths = (out_dir / "reproduced.csv", out_dir / "reproduced.md", out_dir / "reproduced.tex")
+    paths = (out_dir / f"{REPRODUCED}.csv", out_dir / f"{REPRODUCED}.md", out_dir / f"{REPRODUCED}.tex")
     atomic_write_text(paths[0], rep.reset_index().to_csv(index=False))
     atomic_write_text(paths[1], to_markdown(rep, caption))
-    atomic_write_text(paths[2], to_latex(rep, caption, "tab:reproduced"))
+    atomic_write_text(paths[2], to_latex(rep, caption, f"tab:{REPRODUCED}"))
     written.extend(paths)
     return written

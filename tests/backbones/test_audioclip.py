@@ -43,8 +43,6 @@ from mcil.backbones.audioclip.tokenizer import EOT_TOKEN, SOT_TOKEN
 from mcil.backbones.base import BackboneError, file_sha256
 from mcil.backbones.registry import build_backbone
 
-
-
 # -- fixed inputs and the outputs of the shared model on them ------------------------------------
 TEXTS = ["a dog barking", "rain falling on a tin roof"]
 

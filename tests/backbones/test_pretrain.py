@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 import torch
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from mcil.backbones.base import Backbone
 from mcil.backbones.pretrain import (
     PretrainData,
+    PretrainOptions,
     _attribute_codes,
     _texts_and_positives,
-    PretrainOptions,
     class_contrastive_loss,
     pretrain,
     zeroshot_accuracy,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -30,7 +30,7 @@ def make_backbone(seed: int = 0) -> TinyBackbone:
     return random_backbone(seed, redraw_positions=True)
 
 
-def align_projections(bb: TinyBackbone, stream: "Stream", steps: int = 150, lr: float = 0.05) -> TinyBackbone:
+def align_projections(bb: TinyBackbone, stream: Stream, steps: int = 150, lr: float = 0.05) -> TinyBackbone:
     """Stand-in for contrastive pre-training: fit the three towers' output projections so that
     image and audio embeddings of the stream's *train* split point at their class's prompt
     embedding ("a <name>."). Everything below the projections stays random. Returns ``bb`` frozen."""
@@ -198,7 +198,7 @@ class Stream:
         pred = torch.tensor(list(scope))[logits.argmax(1)]
         return 100.0 * float((pred == batch.labels).float().mean())
 
-    def run(self, learner: Learner, backbone, tasks: Sequence[Sequence[int]], **kw) -> "Record":
+    def run(self, learner: Learner, backbone, tasks: Sequence[Sequence[int]], **kw) -> Record:
         """All tasks. ``A[t, j]``: class-IL accuracy (%) on task j after task t (NaN above the
         diagonal); ``learned[t]``: task-aware accuracy on task t right after training it (argmax
         over its own classes — whether the task was learnt, independent of old classes)."""

@@ -5,7 +5,8 @@ Everything goes through the ``mk`` fixture (a factory), so no test imports this 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import torch

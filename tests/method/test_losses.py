@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mcil.errors import UserError
+from mcil.method.gradient_scale import VARIANTS, MiVariant, feature_gradient_scale
 from mcil.method.losses import (
     NonFiniteLossError,
     check_finite,
@@ -21,7 +22,6 @@ from mcil.method.losses import (
     similarity_weights,
     total_loss,
 )
-from mcil.method.gradient_scale import VARIANTS, MiVariant, feature_gradient_scale
 from mcil.metrics.paper import mutual_information
 
 

@@ -13,9 +13,9 @@ import torch
 from mcil.config import ConfigError, RunConfig, apply_overrides, parse_dataclass
 from mcil.errors import UserError
 from mcil.learners.base import Batch, Task
+from mcil.learners.registry import available_methods, get_learner_class, get_preset
 from mcil.method.losses import NonFiniteLossError
 from mcil.method.mcil_learner import OFFICIAL_LOGIT_SCALE, McilLearner
-from mcil.learners.registry import available_methods, get_learner_class, get_preset
 
 TASK0 = Task(index=0, classes=(0, 1, 2), seen_classes=(0, 1, 2), n_tasks=2, steps=4)
 TASK1 = Task(index=1, classes=(3, 4, 5), seen_classes=(0, 1, 2, 3, 4, 5), n_tasks=2, steps=4)
@@ -267,24 +267,24 @@ def test_eval_prototypes_follow_training(mk):
 # presets
 # --------------------------------------------------------------------------------------------------
 PRESETS = {
-    "mcil-no-mife": lambda l: l.mife is None,
-    "mcil-no-aavfm": lambda l: l.fusion is None,
-    "mcil-no-text-diversity": lambda l: l._train_tokens.shape[0] == 3,
-    "mcil-no-mi": lambda l: l.cfg.loss.alpha == 1.0,
-    "mcil-cw-weighted": lambda l: l.cfg.loss.cw == "weighted",
-    "mcil-gate-always": lambda l: l.cfg.fusion.gate == "always",
-    "mcil-gate-sample": lambda l: l.cfg.fusion.gate == "sample",
-    "mcil-gate-batch": lambda l: l.cfg.fusion.gate == "batch" and l.cfg.fusion.th == 0.8,
-    "mcil-official": lambda l: (
-        l.mife.cfg.experts == "official"
-        and l.mife.cfg.top_k == 1
-        and l.mife.cfg.official_freeze_hack
-        and l._scale() == OFFICIAL_LOGIT_SCALE
-        and l.cfg.loss.mi_reduction == "sum"
-        and l.cfg.loss.mi_input == "official"
-        and (l.cfg.loss.mi_estimator, l.cfg.loss.mi_scale) == ("official", "none")
-        and (l.cfg.fusion.gate, l.cfg.fusion.th) == ("batch", 0.8)
-        and l.cfg.fusion.attention == "batch-official"
+    "mcil-no-mife": lambda lrn: lrn.mife is None,
+    "mcil-no-aavfm": lambda lrn: lrn.fusion is None,
+    "mcil-no-text-diversity": lambda lrn: lrn._train_tokens.shape[0] == 3,
+    "mcil-no-mi": lambda lrn: lrn.cfg.loss.alpha == 1.0,
+    "mcil-cw-weighted": lambda lrn: lrn.cfg.loss.cw == "weighted",
+    "mcil-gate-always": lambda lrn: lrn.cfg.fusion.gate == "always",
+    "mcil-gate-sample": lambda lrn: lrn.cfg.fusion.gate == "sample",
+    "mcil-gate-batch": lambda lrn: lrn.cfg.fusion.gate == "batch" and lrn.cfg.fusion.th == 0.8,
+    "mcil-official": lambda lrn: (
+        lrn.mife.cfg.experts == "official"
+        and lrn.mife.cfg.top_k == 1
+        and lrn.mife.cfg.official_freeze_hack
+        and lrn._scale() == OFFICIAL_LOGIT_SCALE
+        and lrn.cfg.loss.mi_reduction == "sum"
+        and lrn.cfg.loss.mi_input == "official"
+        and (lrn.cfg.loss.mi_estimator, lrn.cfg.loss.mi_scale) == ("official", "none")
+        and (lrn.cfg.fusion.gate, lrn.cfg.fusion.th) == ("batch", 0.8)
+        and lrn.cfg.fusion.attention == "batch-official"
     ),
 }
 

@@ -9,8 +9,9 @@ what ``mcil train`` writes. ``write_run`` puts it where the pipeline would:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mcil.config import config_to_dict, load_config
 from mcil.schemas import validate_result

@@ -7,9 +7,10 @@ import json
 
 import pandas as pd
 import pytest
-from results_factory import make_result, write_run
 
 from mcil.report import aggregate
+
+from results_factory import make_result, write_run
 
 
 def test_fixture_is_schema_valid():

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from results_factory import write_run
 from scipy import stats
 
 from mcil.errors import UserError
 from mcil.report import aggregate, claims
 from mcil.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, ClaimSettings
+
+from results_factory import write_run
 
 
 def test_paired_stats_by_hand():
@@ -197,8 +198,9 @@ def test_every_baseline_claim_is_partial_when_a_configured_baseline_is_missing(r
 
 
 def test_default_baselines_equal_the_pipeline_config():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     root = Path(__file__).resolve().parents[2]
     for name in ("default.yaml", "paper.yaml"):

@@ -7,14 +7,16 @@ import math
 import matplotlib.colors as mcolors
 import pandas as pd
 import pytest
-from results_factory import make_result, run_dir, write_run
 
 from mcil.report import aggregate, plots
 
+from results_factory import make_result, run_dir, write_run
+
 
 def test_every_configured_method_has_its_own_fixed_colour_and_a_family():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "default.yaml").read_text())
     methods = [*cfg["method_sets"]["mcil"], *cfg["method_sets"]["presets"], *cfg["method_sets"]["baselines"]]
@@ -53,12 +55,12 @@ def test_accuracy_curves_panels_per_family_and_joint_as_a_line(runs_root):
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title().split("\n")[1] for ax in axes] == list(plots.FAMILIES)
     for ax in axes:
-        lines = {mcolors.to_hex(l.get_color()): l for l in ax.get_lines()}
+        lines = {mcolors.to_hex(line.get_color()): line for line in ax.get_lines()}
         mcil = lines["#000000"]
         assert mcil.get_linewidth() > 2  # highlighted in every panel
         joint = lines[plots.method_colour("joint")]
         assert list(joint.get_ydata()) == [95.0, 95.0]  # mean last accuracy of joint, a horizontal line
         assert lines[plots.method_colour("zeroshot")].get_linestyle() == "--"
-    assert plots.method_colour("finetune") in {mcolors.to_hex(l.get_color()) for l in axes[1].get_lines()}
-    assert plots.method_colour("finetune") not in {mcolors.to_hex(l.get_color()) for l in axes[2].get_lines()}
+    assert plots.method_colour("finetune") in {mcolors.to_hex(line.get_color()) for line in axes[1].get_lines()}
+    assert plots.method_colour("finetune") not in {mcolors.to_hex(line.get_color()) for line in axes[2].get_lines()}
     assert "95 % t-interval" in fig._suptitle.get_text()

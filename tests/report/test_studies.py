@@ -17,12 +17,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from results_factory import make_result
 from scipy import stats
 
 from mcil.report import studies
 from mcil.report.studies import EQUIVALENT, HIGHER, INCONCLUSIVE, LOWER, StudySettings
 from mcil.schemas import validate_result
+
+from results_factory import make_result
 
 T975_2 = 4.302652729911275  # t quantile, 2 degrees of freedom (3 seeds)
 S = StudySettings(default_th="0.8", default_alpha=0.7, tolerance=2.0, confidence=0.95, bootstrap=200,
@@ -447,3 +448,12 @@ def test_metrics_examination_shows_the_constant_nmi_and_m1_near_half_aia(tmp_pat
     assert tau.loc[("M1 ours (weighted)", "AIA"), "verdict"] == "agree"
     text = r.paragraph["text"]
     assert "M2 ours (CKA) (clean T=2: disagree)" in text and "NMI(x, x) = 1.0024" in text
+
+
+def test_studies_keep_their_registration_order():
+    # the order of the study imports in mcil/report/studies/__init__.py (default plan, claims.md, --help);
+    # import sorting must not change it
+    from mcil.report.studies import STUDIES
+
+    assert list(STUDIES) == ["hyperparams", "threshold-noise", "adaptive-threshold", "alpha", "components", "tasks",
+                             "absence", "metrics"]

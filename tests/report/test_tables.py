@@ -6,9 +6,10 @@ import math
 
 import pandas as pd
 import pytest
-from results_factory import write_run
 
 from mcil.report import aggregate, tables
+
+from results_factory import write_run
 
 
 @pytest.fixture

@@ -17,11 +17,17 @@ rule aggregate:
             for name in TABLES
         ],
         tables_text=expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "tex"]),
-        figures=[
-            report(f"figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
-            for name in FIGURES
-        ],
+        figures=[report(f"figures/{name}.png", caption=f"../report/{name}.rst", category="Figures") for name in FIGURES],
         figures_pdf=expand("figures/{name}.pdf", name=FIGURES),
+    log:
+        "logs/aggregate/aggregate.log",
+    benchmark:
+        "benchmarks/aggregate/aggregate.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
     params:
         mcil=MCIL,
         th=label(config["defaults"]["th"]),
@@ -30,15 +36,6 @@ rule aggregate:
         tolerance=config["claims"]["tolerance"],
         confidence=config["claims"]["confidence"],
         expected=expected_cells(),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/aggregate/aggregate.log",
-    benchmark:
-        "benchmarks/aggregate/aggregate.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
     shell:
         "{params.mcil} aggregate --runs {input} --out results --figures figures"
         " --default-th {params.th} --default-alpha {params.alpha}"

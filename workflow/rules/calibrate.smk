@@ -15,21 +15,21 @@ rule calibrate:
     output:
         md=report("results/calibration.md", caption="../report/calibration.rst", category="Calibration"),
         json="results/calibration.json",
+    log:
+        "logs/calibrate/calibrate.log",
+    benchmark:
+        "benchmarks/calibrate/calibrate.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
     params:
         mcil=MCIL,
         roots=lambda wc, input: [os.path.dirname(m) for m in input.manifests],
         cache_dir=lambda wc, input: os.path.dirname(input.caches[0]),
         backbone=config["backbone"]["name"],
         batch=f"--batch-size {CALIBRATE_BATCH}" if CALIBRATE_BATCH else "",
-    conda:
-        CONDA_ENV
-    log:
-        "logs/calibrate/calibrate.log",
-    benchmark:
-        "benchmarks/calibrate/calibrate.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
     shell:
         "{params.mcil} calibrate {params.roots} --backbone {input.checkpoint} --backbone-name {params.backbone}"
         " --cache-dir {params.cache_dir} {params.batch} --threads {threads} --out {output.md} > {log} 2>&1"

@@ -9,19 +9,20 @@
 # Then `mcil studies` writes results/checks/{claims.md,claims.csv,all_runs.csv,all_tasks.csv,tables/}
 # and figures/checks/. The default target (`all`) never runs any of this.
 
+
 use rule train as train_check with:
     output:
         result=CHECK_RESULT,
-    params:
-        mcil=MCIL,
-        out=lambda wc, output: os.path.dirname(output.result),
-        overrides=check_overrides,
     log:
         f"logs/train_check/{CHECK_RUN_NAME}.log",
     benchmark:
         f"benchmarks/train_check/{CHECK_RUN_NAME}.tsv"
     wildcard_constraints:
-        variant=_names_regex(CHECK_VARIANTS),
+        variant=names_regex(CHECK_VARIANTS),
+    params:
+        mcil=MCIL,
+        out=lambda wc, output: os.path.dirname(output.result),
+        overrides=check_overrides,
 
 
 rule checks:
@@ -40,21 +41,21 @@ rule checks:
             for s in CHECK_STUDIES
         ],
         figures_pdf=expand(f"{CHECKS_FIGURES}/{{study}}.pdf", study=CHECK_STUDIES),
+    log:
+        "logs/checks/checks.log",
+    benchmark:
+        "benchmarks/checks/checks.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
     params:
         mcil=MCIL,
         main_runs=RUNS_DIR,
         out=lambda wc, output: os.path.dirname(output.claims),
         figures=lambda wc, output: os.path.dirname(output.figures_pdf[0]) if output.figures_pdf else CHECKS_FIGURES,
         args=studies_args() if CHECKS else "",
-    conda:
-        CONDA_ENV
-    log:
-        "logs/checks/checks.log",
-    benchmark:
-        "benchmarks/checks/checks.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
     shell:
         "{params.mcil} studies --runs {input.runs} --main-runs {params.main_runs} --out {params.out} --figures {params.figures}"
         " {params.args} > {log} 2>&1"

@@ -6,22 +6,22 @@ rule synth:
     output:
         manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
         classes=f"{DATA_DIR}/{{dataset}}/classes.json",
+    log:
+        "logs/synth/{dataset}.log",
+    benchmark:
+        "benchmarks/synth/{dataset}.tsv"
     wildcard_constraints:
-        dataset=_names_regex(datasets_by_source("synth")),
+        dataset=names_regex(datasets_by_source("synth")),
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        mem_mb=2000,
     params:
         mcil=MCIL,
         out=lambda wc: dataset_root(wc.dataset),
         regime=lambda wc: DATASETS[wc.dataset]["regime"],
         args=lambda wc: synth_args(wc.dataset),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/synth/{dataset}.log",
-    benchmark:
-        "benchmarks/synth/{dataset}.tsv"
-    threads: 2
-    resources:
-        mem_mb=2000,
     shell:
         "{params.mcil} synth --out {params.out} --regime {params.regime} {params.args}"
         " --workers {threads} > {log} 2>&1"
@@ -34,21 +34,21 @@ rule prepare:
     output:
         manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
         classes=f"{DATA_DIR}/{{dataset}}/classes.json",
-    wildcard_constraints:
-        dataset=_names_regex(datasets_by_source("prepare")),
-    params:
-        mcil=MCIL,
-        args=prepare_args,
-        out=lambda wc: dataset_root(wc.dataset),
-    conda:
-        CONDA_ENV
     log:
         "logs/prepare/{dataset}.log",
     benchmark:
         "benchmarks/prepare/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=names_regex(datasets_by_source("prepare")),
+    conda:
+        CONDA_ENV
     threads: 4
     resources:
         mem_mb=8000,
+    params:
+        mcil=MCIL,
+        args=prepare_args,
+        out=lambda wc: dataset_root(wc.dataset),
     shell:
         "{params.mcil} prepare {params.args} --out {params.out} > {log} 2>&1"
 
@@ -59,20 +59,20 @@ rule cache:
         manifest=f"{DATA_DIR}/{{dataset}}/manifest.csv",
     output:
         report=f"{CACHE_DIR}/{{dataset}}.cache.json",
+    log:
+        "logs/cache/{dataset}.log",
+    benchmark:
+        "benchmarks/cache/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["backbone"].get("cache_threads", 2)
+    resources:
+        mem_mb=8000,
     params:
         mcil=MCIL,
         root=lambda wc: dataset_root(wc.dataset),
         cache_dir=lambda wc, output: os.path.dirname(output.report),
         spec=config["backbone"].get("cache_spec", {}),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/cache/{dataset}.log",
-    benchmark:
-        "benchmarks/cache/{dataset}.tsv"
-    threads: config["backbone"].get("cache_threads", 2)
-    resources:
-        mem_mb=8000,
     shell:
         "{params.mcil} cache --data {params.root} --cache-dir {params.cache_dir} --splits train test"
         " --image-size {params.spec[image_size]} --image-resize {params.spec[image_resize]}"

@@ -16,22 +16,22 @@ rule pretrain:
             caption="../report/zeroshot.rst",
             category="Backbone",
         ),
+    log:
+        f"logs/pretrain/{PRETRAIN_NAME}.log",
+    benchmark:
+        f"benchmarks/pretrain/{PRETRAIN_NAME}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["pretrain"]["threads"]
+    resources:
+        gpu=config["pretrain"]["gpus"],
+        mem_mb=4000,
     params:
         mcil=MCIL,
         data=lambda wc, input: os.path.dirname(input.manifest),
         cache_dir=CACHE_DIR,
         p=config["pretrain"],
         ia_weight=config["pretrain"].get("image_audio_weight", 1.0),
-    conda:
-        CONDA_ENV
-    log:
-        f"logs/pretrain/{PRETRAIN_NAME}.log",
-    benchmark:
-        f"benchmarks/pretrain/{PRETRAIN_NAME}.tsv"
-    threads: config["pretrain"]["threads"]
-    resources:
-        gpu=config["pretrain"]["gpus"],
-        mem_mb=4000,
     shell:
         "{params.mcil} pretrain --data {params.data} --out {output.checkpoint} --epochs {params.p[epochs]}"
         " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --seed {params.p[seed]}"

@@ -9,21 +9,21 @@ rule train:
         unpack(train_inputs),
     output:
         result=RUN_RESULT,
-    params:
-        mcil=MCIL,
-        out=lambda wc, output: os.path.dirname(output.result),
-        overrides=run_overrides,
-    conda:
-        CONDA_ENV
     log:
         f"logs/train/{RUN_NAME}.log",
     benchmark:
         f"benchmarks/train/{RUN_NAME}.tsv"
+    conda:
+        CONDA_ENV
     threads: config["train"]["threads"]
     resources:
         gpu=config["train"]["gpus"],
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
+    params:
+        mcil=MCIL,
+        out=lambda wc, output: os.path.dirname(output.result),
+        overrides=run_overrides,
     shell:
         "echo overrides: {params.overrides} > {log};"
         " {params.mcil} train --out {params.out} --threads {threads} {params.overrides} >> {log} 2>&1"

@@ -11,19 +11,19 @@ rule tune:
     output:
         selection=report("results/tune/selection.md", caption="../report/tune.rst", category="Tuning"),
         selection_json="results/tune/selection.json",
-    params:
-        mcil=MCIL,
-        out=lambda wc, output: os.path.dirname(output.selection_json),
-        overrides=lambda wc: tune_overrides(),
-    conda:
-        CONDA_ENV
     log:
         "logs/tune/tune.log",
     benchmark:
         "benchmarks/tune/tune.tsv"
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         gpu=config["train"]["gpus"],
         mem_mb=config["train"]["mem_mb"],
+    params:
+        mcil=MCIL,
+        out=lambda wc, output: os.path.dirname(output.selection_json),
+        overrides=lambda wc: tune_overrides(),
     shell:
         "{params.mcil} tune --spec {input.spec} --out {params.out} --threads 1 --jobs {threads} {params.overrides} > {log} 2>&1"

@@ -37,6 +37,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+# The study modules register in import order, which is the order of STUDIES: no sorting here.
+# isort: off
 from mcil.report.stats import bootstrap_tau, kendall_tau  # noqa: E402
 from mcil.report.studies.registry import STUDIES, STUDY_INFO, register_study  # noqa: E402
 from mcil.report.studies.data import (  # noqa: E402
@@ -74,6 +76,7 @@ from mcil.report.studies.absence import study_absence  # noqa: E402
 from mcil.report.studies.metrics import study_metrics  # noqa: E402
 from mcil.report.studies.render import render_claims, run_studies, write_studies  # noqa: E402
 from mcil.report.studies.cli import configure_parser, run_cli  # noqa: E402
+# isort: on
 
 __all__ = [
     "STUDIES",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
-from mcil.report.studies.common import _is_number
+from mcil.grid import th_fusion, th_label
 from mcil.report.studies.data import StudySettings, load_study_data
 from mcil.report.studies.registry import STUDIES
 from mcil.report.studies.render import run_studies, write_studies
@@ -67,10 +67,8 @@ def run_cli(args: argparse.Namespace) -> int:
     unknown = sorted({k for k in kinds.values() if k not in STUDIES})
     if unknown:
         raise UserError(f"--study: unknown kind {', '.join(unknown)}; known: {', '.join(STUDIES)}")
-    th = str(args.default_th)
-    th = f"{float(th):g}" if _is_number(th) else th
-    main_th = str(args.main_th)
-    main_th = f"{float(main_th):g}" if _is_number(main_th) else main_th
+    th = th_label(th_fusion(str(args.default_th)))
+    main_th = th_label(th_fusion(str(args.main_th)))
     s = StudySettings(default_th=th, default_alpha=args.default_alpha, main_th=main_th, main_alpha=args.main_alpha,
                       tolerance=args.tolerance, confidence=args.confidence, bootstrap=args.bootstrap, seed=args.seed,
                       noise_levels=levels, task_counts=task_counts)

@@ -4,13 +4,15 @@ summaries, findings and paragraphs, and the plotting and table helpers."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from mcil.grid import th_label
 from mcil.report.plots import placeholder
 from mcil.report.stats import fmt_ci, mean_ci_n, paired_stats
 from mcil.report.studies.data import EQUIVALENT, HIGHER, INCONCLUSIVE, LOWER, StudyResult, StudySettings
@@ -154,9 +156,7 @@ def _th_label(runs: pd.DataFrame, default_th: str) -> pd.Series:
     """The gate of a run as a label: th number / always / never / adaptive; ``sample`` for mcil-gate-sample
     at the default th (``sample-<th>`` at another)."""
     def one(method: str, th: str) -> str:
-        if method == "mcil-gate-sample":
-            return "sample" if th == str(default_th) else f"sample-{th}"
-        return str(th)
+        return th_label({"gate": "sample", "th": th}, default_th) if method == "mcil-gate-sample" else th
     return pd.Series([one(m, str(t)) for m, t in zip(runs["method"], runs["th"])], index=runs.index, dtype=object)
 
 

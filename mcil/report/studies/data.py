@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from mcil.report.aggregate import IDENTITY, RUN_DIR_RE, collect, find_results
+from mcil.grid import RUN_DIR_RE
+from mcil.report.aggregate import IDENTITY, collect, find_results
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +250,7 @@ def at_base(runs: pd.DataFrame, free: Sequence[str] = ()) -> pd.DataFrame:
     return runs[keep]
 
 
-def main_task_count(runs: pd.DataFrame, dataset: str, s: "StudySettings") -> int | None:
+def main_task_count(runs: pd.DataFrame, dataset: str, s: StudySettings) -> int | None:
     """The dataset's main T: ``s.task_counts[dataset]``, else the T most of its runs have."""
     if dataset in s.task_counts:
         return int(s.task_counts[dataset])
@@ -258,7 +260,7 @@ def main_task_count(runs: pd.DataFrame, dataset: str, s: "StudySettings") -> int
 
 def _select(runs: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str] | None = None,
             th: str | None = None, alpha: float | None = None, free: Sequence[str] = (),
-            s: "StudySettings | None" = None) -> pd.DataFrame:
+            s: StudySettings | None = None) -> pd.DataFrame:
     """Runs of the datasets at the base value of every knob outside ``free``; with ``s``, only at each
     dataset's main T (so that runs of the T study never mix into another study)."""
     if runs.empty:

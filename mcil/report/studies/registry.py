@@ -11,7 +11,8 @@ by :mod:`mcil.report.studies` (the default plan, claims.md and ``mcil studies --
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mcil.report.studies.data import StudyData, StudyResult, StudySettings
@@ -20,15 +21,15 @@ if TYPE_CHECKING:
 
 __all__ = ["STUDIES", "STUDY_INFO", "register_study"]
 
-STUDIES: dict[str, "StudyFn"] = {}
+STUDIES: dict[str, StudyFn] = {}
 # name → (title, question): the heading and the question of the study's paragraph in claims.md
 STUDY_INFO: dict[str, tuple[str, str]] = {}
 
 
-def register_study(name: str, title: str, question: str) -> Callable[["StudyFn"], "StudyFn"]:
+def register_study(name: str, title: str, question: str) -> Callable[[StudyFn], StudyFn]:
     """Function decorator: register a study under ``name`` (the ``KIND`` of ``mcil studies --study``)."""
 
-    def register(fn: "StudyFn") -> "StudyFn":
+    def register(fn: StudyFn) -> StudyFn:
         if name in STUDIES and STUDIES[name] is not fn:
             raise ValueError(f"study name {name!r} registered twice")
         STUDIES[name] = fn

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
-import matplotlib.ticker
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import pandas as pd
 import seaborn as sns
 
@@ -25,7 +25,6 @@ from mcil.report.studies.common import (
 )
 from mcil.report.studies.data import EQUIVALENT, HIGHER, INCONCLUSIVE, StudyData, StudyResult, StudySettings, _select
 from mcil.report.studies.registry import register_study
-
 
 LONG_SPLIT = 50  # "past 50 tasks"
 

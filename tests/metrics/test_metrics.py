@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import mcil.metrics as m
-from metric_matrices import A0_4, A4, C4, FIXTURE_ROWS, N4
 from mcil.errors import UserError
+
+from metric_matrices import A0_4, A4, C4, FIXTURE_ROWS, N4
 
 NAN = math.nan
 

@@ -1,4 +1,4 @@
-"""Accuracy matrices shared by the metric tests (tests/ is on sys.path: see tiny_kit.py)."""
+"""Accuracy matrices shared by the metric tests (pytest puts this folder on sys.path, as tests/ for tiny_kit.py)."""
 
 # 4 tasks; values chosen so that an off-by-one in any index changes the result.
 # The max of column 0 over earlier steps moves from the diagonal (90) to step 2 (95), and
