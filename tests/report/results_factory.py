@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mcil.config import config_to_dict, load_config
+from mcil.grid import th_fusion
 from mcil.schemas import validate_result
-
-GATES = ("always", "never", "adaptive")
 
 
 def make_result(
@@ -48,7 +47,7 @@ def make_result(
     assert len(acc) == T
     overrides = [f"data.name={dataset}", f"data.root=data/{dataset}", f"method.name={method}",
                  f"scenario.n_tasks={T}", f"loss.alpha={alpha}", f"train_seed={seed}"]
-    overrides += [f"fusion.gate={th}"] if th in GATES else [f"fusion.th={th}", "fusion.gate=batch"]
+    overrides += [f"fusion.{key}={value}" for key, value in th_fusion(th).items()]
     cfg = config_to_dict(load_config(None, overrides))
     A = [[acc[t] if j <= t else 10.0 for j in range(T)] for t in range(T)]
     aia = sum(acc) / T
