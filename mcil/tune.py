@@ -283,7 +283,8 @@ def selection_markdown(selection: dict[str, Any]) -> str:
             lines.append(f"| {', '.join(d['methods'])} | " + " | ".join(cells) + f" | {d['value']} |")
         lines.append("")
     if selection.get("shared"):
-        lines += ["Shared by every method: " + ", ".join(f"`{k}={v}`" for k, v in selection["shared"].items()), ""]
+        lines += ["Chosen by shared steps (every later run starts from these; a method's own later choice wins): "
+                  + ", ".join(f"`{k}={v}`" for k, v in selection["shared"].items()), ""]
     lines += ["## Chosen", "", "| method | settings |", "|---|---|"]
     for method, keys in selection["chosen"].items():
         lines.append(f"| {method} | " + ", ".join(f"`{k}={v}`" for k, v in keys.items()) + " |")
