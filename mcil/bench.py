@@ -141,7 +141,8 @@ def ensure_bench_env(work_dir: str | Path, sizes: SynthSizes = SynthSizes()) -> 
     """
     from mcil.backbones.tiny import TinyBackbone, save_tiny
     from mcil.data.manifest import read_manifest
-    from mcil.data.synth import SynthConfig, generate
+    from mcil.data.synth import generate
+    from mcil.data.synth_classes import SynthConfig
 
     work = Path(work_dir)
     synth = SynthConfig(

@@ -202,7 +202,8 @@ def test_zeroshot_accuracy_counts_each_path_over_the_candidate_classes() -> None
 def test_cli_pretrains_writes_checkpoint_and_zeroshot_table(tmp_path: Path) -> None:
     from mcil.backbones.tiny import load_tiny
     from mcil.cli import main
-    from mcil.data.synth import SynthConfig, generate
+    from mcil.data.synth import generate
+    from mcil.data.synth_classes import SynthConfig
 
     data = tmp_path / "synav"
     generate(data, SynthConfig(n_classes=2, train_per_class=1, test_per_class=2, pretrain_per_class=1), workers=1)
