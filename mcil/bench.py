@@ -359,7 +359,8 @@ def bench_paths(
     from mcil.learners.base import Task
     from mcil.learners.registry import get_learner_class
     from mcil.learners.resolve import resolve_method
-    from mcil.train import TrainData, pick_device, seed_everything
+    from mcil.train import pick_device, seed_everything
+    from mcil.train_data import TrainData
 
     cfg, _info = resolve_method(cfg)
     device = pick_device(cfg)
