@@ -12,17 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from mcil.backbones.base import Backbone
-from mcil.backbones.pretrain import (
-    PretrainData,
-    PretrainOptions,
-    _attribute_codes,
-    _texts_and_positives,
-    class_contrastive_loss,
-    pretrain,
-    zeroshot_accuracy,
-    zeroshot_markdown,
-)
+from mcil.backbones.contrastive import PretrainData, attribute_codes, class_contrastive_loss, texts_and_positives
+from mcil.backbones.pretrain import PretrainOptions, pretrain
 from mcil.backbones.tiny import TinyBackbone, TinyConfig, synav_templates
+from mcil.backbones.zeroshot_eval import zeroshot_accuracy, zeroshot_markdown
 from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
 
 NAMES = ["red solid square, low steady hum", "blue solid square, high steady hum",
@@ -92,8 +85,8 @@ def test_partial_descriptions_are_positive_for_every_class_that_has_their_attrib
              "red striped circle, low pulsing buzz", "plain thing"]
     data = PretrainData(torch.zeros(0), torch.zeros(0), torch.zeros(0), torch.zeros(0), torch.zeros(0), names, parts)
     labels = torch.tensor([0, 1, 2, 3] * 8)
-    codes = _attribute_codes(data, "image")
-    texts, pos = _texts_and_positives(labels, data, "image", codes, ["a {}."], 1.0, torch.Generator().manual_seed(0))
+    codes = attribute_codes(data, "image")
+    texts, pos = texts_and_positives(labels, data, "image", codes, ["a {}."], 1.0, torch.Generator().manual_seed(0))
     assert pos.diagonal().all()
     described = set()
     for j, text in enumerate(texts):
@@ -108,7 +101,7 @@ def test_partial_descriptions_are_positive_for_every_class_that_has_their_attrib
         assert pos[:, j].tolist() == expected, text
     assert len(described) > 5  # many different subsets were drawn
     # without partial descriptions every text is the full name and positives are the same class
-    texts, pos = _texts_and_positives(labels, data, "image", codes, ["a {}."], 0.0, torch.Generator().manual_seed(0))
+    texts, pos = texts_and_positives(labels, data, "image", codes, ["a {}."], 0.0, torch.Generator().manual_seed(0))
     assert texts[:4] == [f"a {n}." for n in names] and torch.equal(pos, labels[:, None] == labels[None, :])
 
 
