@@ -57,14 +57,9 @@ from mcil.backbones.contrastive import (
     contrastive_loss,
     texts_and_positives,
 )
-from mcil.backbones.tiny import (
-    TinyBackbone,
-    TinyConfig,
-    build_vocab,
-    load_tiny,
-    prompt_templates,
-    save_tiny,
-)
+from mcil.backbones.tiny import TinyBackbone, load_tiny, save_tiny
+from mcil.backbones.tiny_towers import TinyConfig
+from mcil.backbones.tiny_vocab import build_vocab, prompt_templates
 from mcil.backbones.zeroshot_eval import zeroshot_markdown, zeroshot_table
 from mcil.data.spec import normalise_images, scale_audio
 from mcil.determinism import set_deterministic

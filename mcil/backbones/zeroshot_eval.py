@@ -11,7 +11,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mcil.backbones.tiny import TinyBackbone, prompt_templates
+from mcil.backbones.tiny import TinyBackbone
+from mcil.backbones.tiny_vocab import prompt_templates
 from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
 
 __all__ = ["zeroshot_accuracy", "zeroshot_table", "zeroshot_markdown"]

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from mcil.backbones.base import Backbone
 from mcil.backbones.contrastive import PretrainData, attribute_codes, class_contrastive_loss, texts_and_positives
 from mcil.backbones.pretrain import PretrainOptions, pretrain
-from mcil.backbones.tiny import TinyBackbone, TinyConfig, synav_templates
+from mcil.backbones.tiny import TinyBackbone
+from mcil.backbones.tiny_towers import TinyConfig
+from mcil.backbones.tiny_vocab import synav_templates
 from mcil.backbones.zeroshot_eval import zeroshot_accuracy, zeroshot_markdown
 from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
 
