@@ -29,13 +29,11 @@ Two settings:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,9 @@ from typing import Any
 import torch
 
 from mcil.atomic import atomic_write_text
+from mcil.bench_env import SynthSizes, default_work_dir, ensure_bench_env
+from mcil.bench_equality import compare_paths, dropout_off, randomise_trainable
+from mcil.bench_memory import PeakMemory, release_memory
 from mcil.config import load_config
 from mcil.errors import UserError
 from mcil.optim import AdamW
@@ -53,11 +54,7 @@ __all__ = [
     "configure_parser",
     "run_cli",
     "BenchSpec",
-    "SynthSizes",
-    "BenchEnv",
-    "ensure_bench_env",
     "bench_paths",
-    "compare_paths",
     "PEAK_BF16_TFLOPS",
 ]
 
@@ -104,59 +101,6 @@ class BenchSpec:
     randomise_scale: float = 0.02
 
 
-@dataclass(frozen=True)
-class SynthSizes:
-    """Size of the self-contained synav dataset (``mcil bench`` without a dataset)."""
-
-    n_classes: int = 8
-    train_per_class: int = 24
-    test_per_class: int = 8
-    seed: int = 0
-
-    @property
-    def tag(self) -> str:
-        return f"c{self.n_classes}-tr{self.train_per_class}-te{self.test_per_class}-s{self.seed}"
-
-
-@dataclass(frozen=True)
-class BenchEnv:
-    """A dataset, its tensor-cache folder and a tiny-backbone checkpoint made by :func:`ensure_bench_env`."""
-
-    data_root: Path
-    cache_dir: Path
-    checkpoint: Path
-
-
-def default_work_dir() -> Path:
-    """``$XDG_CACHE_HOME/mcil/bench`` (``~/.cache/mcil/bench``): generated once, reused after."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mcil" / "bench"
-
-
-def ensure_bench_env(work_dir: str | Path, sizes: SynthSizes = SynthSizes()) -> BenchEnv:
-    """Generate (or reuse) a clean synav dataset of ``sizes`` and a random-weights tiny backbone.
-
-    Both are keyed by the sizes, written atomically, and reused by later calls: the first call
-    costs a few seconds, later ones nothing.
-    """
-    from mcil.backbones.tiny import TinyBackbone, save_tiny
-    from mcil.data.manifest import read_manifest
-    from mcil.data.synth import SynthConfig, generate
-
-    work = Path(work_dir)
-    synth = SynthConfig(
-        regime="clean", seed=sizes.seed, n_classes=sizes.n_classes, train_per_class=sizes.train_per_class,
-        test_per_class=sizes.test_per_class, pretrain_per_class=1,
-    )
-    root = generate(work / f"synav-clean-{sizes.tag}", synth, workers=1)
-    ckpt = work / f"tiny-random-{sizes.tag}.pt"
-    if not ckpt.is_file():
-        names = list(read_manifest(root).class_names)
-        save_tiny(TinyBackbone.random(seed=0, vocab=names), ckpt)
-        log.info("bench: wrote a random-weights tiny backbone to %s", ckpt)
-    return BenchEnv(root, work / "cache", ckpt)
-
-
 # ------------------------------------------------------------------------------------------------
 # Small helpers
 # ------------------------------------------------------------------------------------------------
@@ -165,62 +109,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _rss_mb() -> float:
-    """Resident set size of this process now (Linux /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _release_memory() -> None:
-    """Hand freed heap back to the OS before a path starts (glibc keeps it otherwise), so the
-    second path's sampled RSS peak is not the first path's leftovers."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _PeakMemory:
-    """Peak memory of one path: the CUDA allocator's peak, or on CPU the highest RSS sampled every
-    50 ms by a daemon thread (the process-wide ``ru_maxrss`` never goes down, so it cannot tell
-    the second path's peak from the first's)."""
-
-    def __init__(self, device: torch.device) -> None:
-        import threading
-
-        self.device = device
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True) if device.type != "cuda" else None
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _rss_mb())
-
-    def start(self) -> _PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            self.peak = _rss_mb()
-            self._thread.start()
-        return self
-
-    def stop(self) -> float:
-        """Stop sampling; returns the peak (MB)."""
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, _rss_mb())
-        return self.peak
 
 
 class _FileBatches:
@@ -264,71 +152,6 @@ class _FileBatches:
         )
 
 
-@contextlib.contextmanager
-def _dropout_off(module: torch.nn.Module) -> Iterator[None]:
-    """Every dropout layer at p = 0, everything else as it is (training mode and routing rules kept).
-
-    Why: dropout is the only random operation of a step, and the two paths draw their masks for
-    tensors of different shapes (trimmed prompts), so the equality check compares the functions
-    the paths compute, not two random draws. (p is set, not the mode: ``train_step`` runs in
-    training mode and ``learner.train()`` would switch eval-mode dropout back on.)
-    """
-    drops = [(m, m.p) for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
-    for m, _p in drops:
-        m.p = 0.0
-    try:
-        yield
-    finally:
-        for m, p in drops:
-            m.p = p
-
-
-def _randomise_trainable(params: list[torch.nn.Parameter], seed: int, scale: float) -> None:
-    """Add ``scale``·N(0, 1) (seeded) to every trainable parameter: zero-initialised up-projections
-    and routers would otherwise give a check in which most gradients are trivially zero."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in params:
-            p.add_((scale * torch.randn(p.shape, generator=g)).to(p.device, p.dtype))
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a − b| / max(|a|∞, |b|∞): 0 for equal tensors, scale-free."""
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    denom = max(float(a.abs().max()) if a.numel() else 0.0, float(b.abs().max()) if b.numel() else 0.0)
-    if denom == 0.0:
-        return 0.0
-    return float((a - b).abs().max()) / denom
-
-
-def compare_paths(
-    ref: dict[str, Any], opt: dict[str, Any], tolerance: float, judged: tuple[str, ...] = ("loss_rel", "grad_rel", "logits_rel")
-) -> dict[str, Any]:
-    """Max relative differences of loss, gradients (per tensor, max over tensors) and eval logits,
-    and the share of eval rows whose top-1 class agrees.
-
-    ``ref`` / ``opt``: ``{"loss": Tensor (), "grads": [Tensor | None, ...], "logits": Tensor (B, C)}``
-    of the same step from the same state. A gradient present on one path only counts as ∞.
-    ``judged``: the differences that must be ≤ ``tolerance`` for ``ok`` (bf16: the loss only —
-    bf16 rounds every feature to 8 mantissa bits, so gradients and near-zero cosines move far
-    more than the loss; they are reported, not judged).
-    """
-    grads = []
-    for a, b in zip(ref["grads"], opt["grads"], strict=True):
-        if a is None and b is None:
-            continue
-        grads.append(math.inf if a is None or b is None else _rel(a, b))
-    out = {
-        "loss_rel": _rel(ref["loss"], opt["loss"]),
-        "grad_rel": max(grads) if grads else 0.0,
-        "grad_tensors": len(grads),
-        "logits_rel": _rel(ref["logits"], opt["logits"]),
-        "top1_agree": float((ref["logits"].argmax(-1) == opt["logits"].argmax(-1)).float().mean()),
-        "tolerance": tolerance,
-        "judged": list(judged),
-    }
-    out["ok"] = bool(all(out[k] <= tolerance for k in judged))
-    return out
 
 
 def _cycle(idx: torch.Tensor, n_batches: int, bs: int) -> list[torch.Tensor]:
@@ -358,7 +181,8 @@ def bench_paths(
     from mcil.learners.base import Task
     from mcil.learners.registry import get_learner_class
     from mcil.learners.resolve import resolve_method
-    from mcil.train import TrainData, pick_device, seed_everything
+    from mcil.train import pick_device, seed_everything
+    from mcil.train_data import TrainData
 
     cfg, _info = resolve_method(cfg)
     device = pick_device(cfg)
@@ -426,14 +250,14 @@ def bench_paths(
             learner.full_text_context = True
         learner.start_task(task)
         params = learner.trainable_parameters()
-        _randomise_trainable(params, seed=cfg.train_seed + 1, scale=spec.randomise_scale)
+        randomise_trainable(params, seed=cfg.train_seed + 1, scale=spec.randomise_scale)
         opt = AdamW(params, lr=cfg.optim.lr, lr_scales=learner.lr_scales(params)) if params else None
         use_bf16 = optimised and spec.bf16
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         if optimised and spec.channels_last:
             backbone.to(memory_format=torch.channels_last)
-        _release_memory()
-        mem = _PeakMemory(device).start()
+        release_memory()
+        mem = PeakMemory(device).start()
 
         def get(split: str, sel: torch.Tensor):
             if optimised:
@@ -466,7 +290,7 @@ def bench_paths(
 
         # -- the check step (also the warm-up): same state, dropout off, no optimiser step --------
         t_check = time.perf_counter()
-        with _dropout_off(learner):
+        with dropout_off(learner):
             if optimised and spec.count_flops:
                 from torch.utils.flop_counter import FlopCounterMode
 

@@ -1,7 +1,7 @@
 """The pipeline's run grid as pure functions of its config: no Snakemake here.
 
 ``workflow/rules/common.smk`` binds these to the loaded config; ``mcil.report`` parses the folder
-names they build. What they define:
+names they build; the validation studies' check runs are :mod:`mcil.study_grid`. What they define:
 
 - a **group** (``groups:`` of the main config, or one part of a checks-file study) is the cross
   product of its lists (datasets × methods × T × th × α × seeds); a list it leaves out takes
@@ -22,7 +22,7 @@ import re
 import shlex
 import string
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import product
 from typing import Any
 
@@ -39,7 +39,6 @@ __all__ = [
     "RUN_NAME",
     "RUN_DIR_RE",
     "LOCATION_KEYS",
-    "BASE_VARIANT",
     "label",
     "names_regex",
     "run_name",
@@ -58,22 +57,24 @@ __all__ = [
     "overrides_hash",
     "resolve",
     "dataset_root",
+    "noisy_datasets",
+    "synth_options",
     "pretrained_by_pipeline",
     "checkpoint_path",
     "run_overrides",
-    "same_value",
-    "variant_of",
-    "grid_combos",
-    "study_runs",
+    "run_targets",
+    "checked_overrides",
+    "expected_cells",
     "run_key_problem",
     "check_run_keys",
     "missing_inputs",
     "run_key_sections",
     "missing_inputs_hint",
+    "check_inputs",
     "prepare_args",
+    "prepare_inputs",
+    "tune_dataset",
     "tune_overrides",
-    "noise_level",
-    "studies_args",
 ]
 
 
@@ -113,7 +114,6 @@ RUN_DIR_RE = re.compile(_template_regex(RUN_STEM, _PARSE_FIELDS) + f"(?:-(?P<has
 
 # Where things are, not what a run is: moving the data or the checkpoint keeps a run's folder.
 LOCATION_KEYS = ("data.root", "data.cache_dir", "backbone.checkpoint")
-BASE_VARIANT = "base"
 
 
 def label(value: Any) -> str:
@@ -317,6 +317,20 @@ def dataset_root(config: Mapping[str, Any], dataset: str) -> str:
     return f"{config['data_dir']}/{dataset}"
 
 
+def noisy_datasets(config: Mapping[str, Any]) -> list[str]:
+    """The main config's datasets of kind (else regime) ``noisy``, sorted."""
+    kinds = {d: spec.get("kind") or spec.get("regime") or "clean" for d, spec in config["datasets"].items()}
+    return [d for d in sorted(kinds) if kinds[d] == "noisy"]
+
+
+def synth_options(config: Mapping[str, Any], checks: Mapping[str, Any], datasets: Mapping[str, Any],
+                  dataset: str) -> dict[str, Any]:
+    """``mcil synth`` options of a synth dataset: the ``synth:`` of the file that defines it (main
+    config or checks file), then the dataset's own."""
+    base = config.get("synth", {}) if dataset in config["datasets"] else checks["synth"]
+    return {**base, **(datasets[dataset].get("synth") or {})}
+
+
 def pretrained_by_pipeline(config: Mapping[str, Any]) -> bool:
     """True when the backbone checkpoint is the one the ``pretrain`` rule builds."""
     return "pretrain" in config and config["backbone"]["checkpoint"] == config["pretrain"]["out"]
@@ -363,66 +377,33 @@ def run_overrides(config: Mapping[str, Any], dataset: Mapping[str, Any], run: Ma
     return items
 
 
-# ------------------------------------------------------------------------------------------------
-# Check runs: a part's grid -> variants
-# ------------------------------------------------------------------------------------------------
+def run_targets(template: str, runs: Iterable[Mapping[str, str]],
+                overrides: Callable[[Mapping[str, str]], Mapping[str, Any]]) -> list[str]:
+    """``template`` (a run's fields and ``{hash}``) filled for each of ``runs``, the hash being that
+    of its ``overrides(run)``; each path once, in order."""
+    return list(dict.fromkeys(template.format(hash=overrides_hash(overrides(r)), **r) for r in runs))
 
 
-def same_value(a: Any, b: Any) -> bool:
-    """Equal as numbers when both are numbers, else as text."""
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
+def checked_overrides(items: Mapping[str, Any], hash: str) -> str:
+    """``items`` as one shell-quoted string, after checking that a run folder's ``hash`` names them."""
+    if overrides_hash(items) != hash:
+        raise GridError(
+            f"run folder hash {hash} does not match the configured overrides of this run "
+            f"({overrides_hash(items)}): the path was written by hand or by another config; "
+            "ask for the targets the config defines (snakemake without a target)"
+        )
+    return quote_overrides(items)
 
 
-def variant_of(values: Mapping[str, Any], base: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(name, overrides) of one grid combination: only the values that differ from ``base`` count;
-    the name is ``base`` or ``lr=1e-05,batch_size=8`` (last key component = value)."""
-    changed = {k: v for k, v in values.items() if not (k in base and same_value(base[k], v))}
-    if not changed:
-        return BASE_VARIANT, {}
-    name = ",".join(f"{k.rsplit('.', 1)[-1]}={label(v)}" for k, v in changed.items())
-    return name, changed
+def expected_cells(config: Mapping[str, Any], runs: Iterable[Mapping[str, str]]) -> str:
+    """``mcil aggregate --expected-methods``: every (dataset, T, method) of ``runs`` in the main setting
+    (the default th and alpha), so a claim over every baseline is graded "partial" where one of them
+    was not configured."""
+    th, alpha = label(config["defaults"]["th"]), label(config["defaults"]["alpha"])
+    cells = {f"{r['dataset']}:{r['T']}:{r['method']}" for r in runs if r["th"] == th and r["alpha"] == alpha}
+    return " ".join(sorted(cells))
 
 
-def grid_combos(part: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of a part's ``variants:`` (explicit sets) times its ``grid:`` (keys crossed)."""
-    grid = part.get("grid") or {}
-    combos = [dict(zip(grid, values)) for values in product(*grid.values())] if grid else [{}]
-    return [{**v, **g} for v in (part.get("variants") or [{}]) for g in combos]
-
-
-def study_runs(config: Mapping[str, Any], checks: Mapping[str, Any], checks_file: str,
-               datasets: Mapping[str, Any]) -> tuple[dict[str, list[dict[str, str]]], dict[str, dict[str, Any]]]:
-    """The check runs of every study of a checks file, and what each variant name means.
-
-    A part is a group (over the checks file's datasets, defaults and method sets, the main config's
-    sets too) times its :func:`grid_combos`; each run gets the :func:`variant_of` its values against the
-    base setting (main run: < checks run: < dataset run:). Returns (study -> runs with ``variant``,
-    in file order; variant name -> overrides).
-    """
-    sets = {**config["method_sets"], **(checks.get("method_sets") or {})}
-    variants: dict[str, dict[str, Any]] = {BASE_VARIANT: {}}
-    out: dict[str, list[dict[str, str]]] = {}
-    for study, spec in (checks.get("studies") or {}).items():
-        runs: list[dict[str, str]] = []
-        for i, part in enumerate(spec["runs"]):
-            where = f"{checks_file}: studies.{study}.runs[{i}]"
-            for run in expand_group(part, where, part["datasets"], checks["datasets"], checks["defaults"], sets):
-                base = {**(config.get("run") or {}), **(checks.get("run") or {}),
-                        **(datasets[run["dataset"]].get("run") or {})}
-                for values in grid_combos(part):
-                    name, overrides = variant_of(values, base)
-                    known = variants.setdefault(name, overrides)
-                    if known != overrides:
-                        raise GridError(
-                            f"{where}.grid: variant {name!r} means {known} elsewhere and {overrides} here; "
-                            "two grid keys share their last component; rename one"
-                        )
-                    runs.append({**run, "variant": name})
-        out[study] = runs
-    return out, variants
 
 
 # ------------------------------------------------------------------------------------------------
@@ -521,6 +502,17 @@ def run_key_sections(config: Mapping[str, Any], datasets: Mapping[str, Any], che
                     yield f"{where}.variants[{j}]", v
 
 
+def check_inputs(config: Mapping[str, Any], datasets: Iterable[str], exists=os.path.exists) -> None:
+    """Raise :class:`GridError` listing the :func:`missing_inputs` of the runs on ``datasets``, with the hint."""
+    problems = missing_inputs(config, datasets, exists)
+    if problems:
+        raise GridError(
+            "The configured runs need files that are not there:\n{}\n{}".format(
+                "\n".join(f"  - {p}" for p in problems), missing_inputs_hint(config)
+            )
+        )
+
+
 def missing_inputs_hint(config: Mapping[str, Any]) -> str:
     """How to set the ``paths:`` entries that are empty (or to fix the paths when none is)."""
     paths = config.get("paths") or {}
@@ -534,7 +526,7 @@ def missing_inputs_hint(config: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# Command lines of the data, tune and studies rules
+# Command lines and inputs of the data and tune rules
 # ------------------------------------------------------------------------------------------------
 
 
@@ -546,6 +538,21 @@ def prepare_args(prepare: Mapping[str, Any], paths: Mapping[str, Any] | None) ->
     for flag, value in (prepare.get("options") or {}).items():
         args += [f"--{flag}", yaml_value(value)]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def prepare_inputs(prepare: Mapping[str, Any] | None, paths: Mapping[str, Any] | None) -> list[str]:
+    """Raw paths of a prepared dataset's ``prepare:`` (mtime inputs); empty when they are not set."""
+    try:
+        return [resolve(v, paths) for v in ((prepare or {}).get("inputs") or {}).values()]
+    except MissingPath:
+        return []
+
+
+def tune_dataset(config: Mapping[str, Any]) -> str:
+    """The dataset of the config's ``tune:`` section (:class:`GridError` when it has none)."""
+    if not config.get("tune"):
+        raise GridError("snakemake tune: this config has no `tune:` section (spec, dataset); see config/default.yaml")
+    return config["tune"]["dataset"]
 
 
 def tune_overrides(config: Mapping[str, Any], dataset: Mapping[str, Any]) -> str:
@@ -560,44 +567,3 @@ def tune_overrides(config: Mapping[str, Any], dataset: Mapping[str, Any]) -> str
         **config.get("run", {}),
     }
     return quote_overrides(items)
-
-
-def noise_level(name: str, dataset: Mapping[str, Any], synth_options) -> float | None:
-    """The corruption scale a synth dataset was generated with (0 for the clean regime), None for
-    other sources; ``synth_options(name)`` gives a synth dataset's options."""
-    if dataset["source"] != "synth":
-        return None
-    if dataset.get("regime", "clean") == "clean":
-        return 0.0
-    return float(synth_options(name).get("noise_level", 1.0))
-
-
-def studies_args(config: Mapping[str, Any], checks: Mapping[str, Any], datasets: Mapping[str, Any],
-                 noise_levels: Mapping[str, float | None], study_runs: Mapping[str, list[dict[str, str]]],
-                 study_kinds: Mapping[str, str]) -> str:
-    """The arguments of ``mcil studies`` that come from the config and the checks file (quoted)."""
-    rep = checks.get("report") or {}
-    d = checks.get("defaults") or {}
-    args = [
-        "--default-th", label(d.get("th", config["defaults"]["th"])),
-        "--default-alpha", label(d.get("alpha", config["defaults"]["alpha"])),
-        "--main-th", label(config["defaults"]["th"]),
-        "--main-alpha", label(config["defaults"]["alpha"]),
-        "--tolerance", str(rep.get("tolerance", 2.0)),
-        "--confidence", str(rep.get("confidence", 0.95)),
-        "--bootstrap", str(rep.get("bootstrap", 2000)),
-    ]
-    names = sorted(checks.get("datasets") or {})
-    levels = [f"{ds}={noise_levels[ds]:g}" for ds in names if noise_levels[ds] is not None]
-    if levels:
-        args += ["--noise-levels", *levels]
-    main_T = [f"{ds}={datasets[ds].get('T', d.get('T', config['defaults']['T']))}" for ds in names]
-    if main_T:
-        args += ["--task-counts", *main_T]
-    studies = [
-        f"{s}{'' if study_kinds[s] == s else f':{study_kinds[s]}'}={','.join(dict.fromkeys(r['dataset'] for r in runs))}"
-        for s, runs in study_runs.items()
-    ]
-    if studies:
-        args += ["--study", *studies]
-    return " ".join(shlex.quote(a) for a in args)

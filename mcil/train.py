@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 import math
 import random
@@ -31,11 +30,13 @@ import torch
 from mcil.atomic import atomic_torch_save
 from mcil.config import RunConfig, config_hash, load_config
 from mcil.errors import NonFiniteLossError, UserError
+from mcil.evaluate import evaluate
 from mcil.learners.resolve import resolve_method
 from mcil.optim import AdamW
 from mcil.result import RESULT_FILE, build_result, write_result
+from mcil.train_data import TrainData, concat_batches, epoch_order
 
-__all__ = ["train", "lr_at", "absence_mask", "TrainData", "NonFiniteLossError", "configure_parser", "run_cli"]
+__all__ = ["train", "lr_at", "NonFiniteLossError", "configure_parser", "run_cli"]
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,6 @@ def lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
     e, es = step - warmup, max(total - warmup, 1)
     return 0.5 * (1.0 + math.cos(math.pi * e / es)) * base_lr
 
-
-def absence_mask(sample_ids: list[str], rate: float, seed: int, salt: str) -> torch.Tensor:
-    """(N,) bool, True = the modality is dropped. Exactly round(rate·N) samples, chosen by a
-    hash of (seed, salt, sample_id), so the choice is stable across runs and methods."""
-    n = len(sample_ids)
-    k = int(round(rate * n))
-    mask = torch.zeros(n, dtype=torch.bool)
-    if k == 0:
-        return mask
-    keys = [hashlib.sha256(f"{seed}:{salt}:{sid}".encode()).digest()[:8] for sid in sample_ids]
-    order = sorted(range(n), key=lambda i: keys[i])
-    mask[order[:k]] = True
-    return mask
 
 
 def seed_everything(seed: int) -> None:
@@ -137,71 +125,6 @@ def _load_state(state_path: Path, ckpt_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data access
-# ---------------------------------------------------------------------------------------------
-
-
-class TrainData:
-    """Cached train/test splits on the device side of the trainer: index → :class:`Batch`.
-
-    Holds the memory-mapped tensors, the modality-absence masks and the frozen-tower embeddings.
-    ``batch(idx)`` gathers by tensor indexing only (no per-sample Python).
-    """
-
-    def __init__(self, train, test, spec, device: torch.device, frozen: dict[str, dict[str, torch.Tensor]], cfg: RunConfig):
-        self.splits = {"train": train, "test": test}
-        self.spec = spec
-        self.device = device
-        self.frozen = frozen  # split -> tower -> (N, D)
-        d = cfg.data
-        self.has_image, self.has_audio = {}, {}
-        for name, split in self.splits.items():
-            drop_a = absence_mask(split.sample_ids, getattr(d, f"missing_audio_{name}"), d.absence_seed, f"audio-{name}")
-            drop_i = absence_mask(split.sample_ids, getattr(d, f"missing_image_{name}"), d.absence_seed, f"image-{name}")
-            self.has_audio[name] = split.has_audio.clone() & ~drop_a
-            self.has_image[name] = split.has_image.clone() & ~drop_i
-        self.labels = {name: split.labels.long() for name, split in self.splits.items()}
-
-    def indices_of(self, split: str, classes) -> torch.Tensor:
-        """Row indices of ``split`` whose label is in ``classes`` (ascending)."""
-        labels = self.labels[split]
-        mask = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
-        return torch.nonzero(mask, as_tuple=False).flatten()
-
-    def batch(self, split: str, idx: torch.Tensor, audio_idx: torch.Tensor | None = None, need_raw: frozenset = frozenset({"image", "audio"})):
-        """Batch of rows ``idx``; ``audio_idx`` (official-shuffled pairing) takes audio from other rows."""
-        from mcil.data.spec import normalise_images, scale_audio
-        from mcil.learners.base import Batch
-
-        s = self.splits[split]
-        a_idx = idx if audio_idx is None else audio_idx
-        has_image = self.has_image[split][idx]
-        has_audio = self.has_audio[split][a_idx]
-        image = audio = image_emb = audio_emb = None
-        frozen = self.frozen.get(split, {})
-        if "image" in frozen:
-            image_emb = frozen["image"][idx].to(self.device) * has_image.to(self.device).unsqueeze(1)
-        if "image" in need_raw:
-            image = normalise_images(s.images[idx].to(self.device), self.spec)
-            image = image * has_image.to(self.device).view(-1, 1, 1, 1)
-        if "audio" in frozen:
-            audio_emb = frozen["audio"][a_idx].to(self.device) * has_audio.to(self.device).unsqueeze(1)
-        if "audio" in need_raw:
-            audio = scale_audio(s.audio[a_idx].to(self.device), self.spec)
-            audio = audio * has_audio.to(self.device).unsqueeze(1)
-        return Batch(
-            labels=self.labels[split][idx].to(self.device),
-            has_image=has_image.to(self.device),
-            has_audio=has_audio.to(self.device),
-            index=idx.to(self.device),
-            image=image,
-            audio=audio,
-            image_emb=image_emb,
-            audio_emb=audio_emb,
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Run state (everything resume needs)
 # ---------------------------------------------------------------------------------------------
 
@@ -219,120 +142,6 @@ class RunState:
     train_seconds: float = 0.0
     params: list[dict[str, int]] = field(default_factory=list)
     text_means: list[list[float]] = field(default_factory=list)  # M1: mean text embedding at task start
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(learner, data: TrainData, scenario, upto: int, cfg: RunConfig, need_raw, keep_features: bool) -> dict[str, Any]:
-    """Evaluate after training task ``upto`` (−1 = before training) on the test samples of ALL tasks
-    (with ``eval_future=next``, after a task: the seen tasks and the next one; the others get NaN).
-
-    The learner scores every class once; per evaluation scope the columns are sliced: tasks
-    j ≤ upto use all seen classes (task-agnostic, the paper's protocol); a future task j > upto
-    uses the classes of tasks 0..j (what its scope will be), which gives forward transfer.
-    Samples are visited task by task, so the last batch holds the newest task (as the official
-    code's M1 assumes).
-    """
-    order = list(scenario.class_order)
-    col = {c: i for i, c in enumerate(order)}
-    T = len(scenario.tasks)
-    scope_end = [sum(len(t) for t in scenario.tasks[: j + 1]) for j in range(T)]
-    seen_end = scope_end[upto] if upto >= 0 else 0
-    bs = cfg.optim.eval_batch_size
-    correct = np.zeros(T)
-    total = np.zeros(T)
-    seen_correct = {"main": 0, "image": 0, "audio": 0, "fused": 0}
-    seen_total = 0
-    modality_keys: set[str] = set()
-    reports_fusion = False
-    n_fused = 0
-    r_sum = 0.0
-    r_n = 0
-    r_by_corr: dict[str, list[float]] = {}
-    fused_by_corr: dict[str, list[int]] = {}
-    feats: dict[str, list[torch.Tensor]] = {}
-    posts: dict[str, list[torch.Tensor]] = {}
-    img_sum = None
-    img_n = 0
-    last_img_mean = None
-    test = data.splits["test"]
-    learner.eval()
-    for j, task_classes in enumerate(scenario.tasks):
-        if cfg.eval_future == "next" and 0 <= upto < j - 1:
-            correct[j] = total[j] = np.nan
-            continue
-        idx_all = data.indices_of("test", task_classes)
-        if len(idx_all) == 0:
-            raise UserError(f"task {j} (classes {list(task_classes)}) has no test samples; every class needs test rows")
-        scope = scope_end[j] if j > upto else seen_end
-        for start in range(0, len(idx_all), bs):
-            idx = idx_all[start : start + bs]
-            batch = data.batch("test", idx, need_raw=need_raw)
-            pred = learner.predict(batch, order)
-            labels_col = torch.tensor([col[int(c)] for c in batch.labels.cpu()], dtype=torch.long)
-            logits = pred.logits.float().cpu()[:, :scope]
-            hit = logits.argmax(1) == labels_col
-            correct[j] += int(hit.sum())
-            total[j] += len(idx)
-            if j <= upto:
-                seen_total += len(idx)
-                seen_correct["main"] += int(hit.sum())
-                for key, lg in pred.by_modality.items():
-                    modality_keys.add(key)
-                    seen_correct[key] += int((lg.float().cpu()[:, :scope].argmax(1) == labels_col).sum())
-                corr = [test.corruption[int(i)] or "clean" for i in idx]
-                if pred.fused is not None:
-                    reports_fusion = True
-                    fused = pred.fused.cpu()
-                    n_fused += int(fused.sum())
-                    for c, fz in zip(corr, fused.tolist()):
-                        fused_by_corr.setdefault(c, []).append(int(fz))
-                if pred.r is not None:
-                    r = pred.r.float().cpu()
-                    ok = torch.isfinite(r)
-                    r_sum += float(r[ok].sum())
-                    r_n += int(ok.sum())
-                    for c, rv in zip(corr, r.tolist()):
-                        if math.isfinite(rv):
-                            r_by_corr.setdefault(c, []).append(rv)
-                if "image" in pred.features:
-                    f = pred.features["image"].float().cpu()
-                    img_sum = f.sum(0) if img_sum is None else img_sum + f.sum(0)
-                    img_n += len(f)
-                    last_img_mean = f.mean(0)
-                if keep_features:
-                    for key, f in pred.features.items():
-                        feats.setdefault(key, []).append(f.float().cpu())
-                    for key, lg in pred.by_modality.items():  # class posteriors per branch (M2, ours)
-                        posts.setdefault(key, []).append(torch.softmax(lg.float().cpu()[:, :scope], dim=1))
-    acc = (100.0 * correct / np.maximum(total, 1)).tolist()
-    out: dict[str, Any] = {
-        "acc_row": acc,
-        "n_test": [int(x) if np.isfinite(x) else None for x in total],
-        "seen_acc": 100.0 * seen_correct["main"] / seen_total if seen_total else None,
-        "seen_acc_by_modality": {
-            k: 100.0 * seen_correct[k] / seen_total for k in sorted(modality_keys) if seen_total
-        },
-        "fusion": {
-            "n": seen_total,
-            "n_fused": n_fused,
-            "fusion_rate": n_fused / seen_total if (seen_total and reports_fusion) else None,
-            "mean_r": r_sum / r_n if r_n else None,
-            "mean_r_by_corruption": {k: float(np.mean(v)) for k, v in sorted(r_by_corr.items())},
-            "fusion_rate_by_corruption": {k: float(np.mean(v)) for k, v in sorted(fused_by_corr.items())},
-        },
-        "image_mean_last_batch": last_img_mean.tolist() if last_img_mean is not None else None,
-        "image_mean_full": (img_sum / img_n).tolist() if img_n else None,
-    }
-    if keep_features:
-        out["_features"] = {k: torch.cat(v) for k, v in feats.items()}
-        out["_posteriors"] = {k: torch.cat(v) for k, v in posts.items()}
-        out["_last_batch_size"] = len(idx) if upto >= 0 else 0
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,8 +321,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
             learner.train()
             while state.step < total_steps and opt is not None:
                 epoch, in_epoch = divmod(state.step, steps_per_epoch)
-                perm = _epoch_order(idx_task, cfg.train_seed, t, epoch)
-                audio_perm = _epoch_order(idx_task, cfg.train_seed + 7919, t, epoch) if cfg.optim.pairing == "official-shuffled" else None
+                perm = epoch_order(idx_task, cfg.train_seed, t, epoch)
+                audio_perm = epoch_order(idx_task, cfg.train_seed + 7919, t, epoch) if cfg.optim.pairing == "official-shuffled" else None
                 t_epoch = time.time()
                 n_epoch = 0
                 # Progress within an epoch (an AudioCLIP epoch on a CPU runs for hours): every
@@ -525,7 +334,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, stop_after_steps: int | None =
                     batch = data.batch("train", sel, a_sel, need_raw=need_raw)
                     extra = learner.replay_batch(len(sel))
                     if extra is not None:
-                        batch = _concat_batches(batch, extra)
+                        batch = concat_batches(batch, extra)
                     lr = lr_at(state.step, total_steps, cfg.optim.warmup_steps, cfg.optim.lr)
                     opt.lr = lr
                     with autocast:
@@ -616,23 +425,6 @@ class _NullCtx:
 
     def __exit__(self, *exc):
         return False
-
-
-def _epoch_order(idx: torch.Tensor, seed: int, task: int, epoch: int) -> torch.Tensor:
-    """Shuffled copy of ``idx``, a pure function of (seed, task, epoch) so resume replays it."""
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + task * 1009 + epoch)
-    return idx[torch.randperm(len(idx), generator=g)]
-
-
-def _concat_batches(a, b):
-    from mcil.learners.base import Batch
-
-    def cat(x, y):
-        if x is None or y is None:
-            return None
-        return torch.cat([x, y.to(x.device)])
-
-    return Batch(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Batch)})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ class TinyEnv:
 def tiny_env(tmp_path_factory) -> TinyEnv:
     from mcil.backbones.tiny import TinyBackbone, save_tiny
     from mcil.data.manifest import read_manifest
-    from mcil.data.synth import SynthConfig, generate
+    from mcil.data.synth import generate
+    from mcil.data.synth_classes import SynthConfig
 
     root = tmp_path_factory.mktemp("tinyenv")
     small = dict(n_classes=6, train_per_class=8, test_per_class=4, pretrain_per_class=1)

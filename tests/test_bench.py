@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from mcil.backbones.registry import build_backbone
-from mcil.bench import BenchSpec, SynthSizes, bench_paths, compare_paths, ensure_bench_env
+from mcil.bench import BenchSpec, bench_paths
+from mcil.bench_env import SynthSizes, ensure_bench_env
+from mcil.bench_equality import compare_paths
 from mcil.cli import main
 from mcil.config import load_config
 

@@ -132,8 +132,8 @@ def test_options_are_checked():
 
 
 def test_cli_writes_one_section_per_dataset(tiny_env, tmp_path, capsys):
-    from mcil.backbones.pretrain import zeroshot_table
     from mcil.backbones.registry import build_backbone
+    from mcil.backbones.zeroshot_eval import zeroshot_table
 
     out = tmp_path / "results" / "calibration.md"
     rc = main(["calibrate", str(tiny_env.data_root), str(tiny_env.noisy_root), "--backbone", str(tiny_env.checkpoint),

@@ -1,4 +1,4 @@
-"""mcil.grid: the pipeline's run grid without Snakemake (names, th axis, overrides, hash, key checks)."""
+"""mcil.grid, mcil.study_grid: the run grid without Snakemake (names, th axis, overrides, hash, keys, variants)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mcil import grid
+from mcil import grid, study_grid
 from mcil.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,11 +117,11 @@ def test_groups_expand_and_report_bad_names():
 
 def test_variants_name_only_what_differs():
     base = {"optim.lr": 0.001, "optim.batch_size": 16}
-    assert grid.variant_of({"optim.lr": "1e-3", "optim.batch_size": 16}, base) == (grid.BASE_VARIANT, {})
-    assert grid.variant_of({"optim.lr": "1e-5", "optim.batch_size": 8}, base) == (
+    assert study_grid.variant_of({"optim.lr": "1e-3", "optim.batch_size": 16}, base) == (study_grid.BASE_VARIANT, {})
+    assert study_grid.variant_of({"optim.lr": "1e-5", "optim.batch_size": 8}, base) == (
         "lr=1e-5,batch_size=8", {"optim.lr": "1e-5", "optim.batch_size": 8})
     part = {"variants": [{}, {"data.x": 1}], "grid": {"a": [1, 2]}}
-    assert grid.grid_combos(part) == [{"a": 1}, {"a": 2}, {"data.x": 1, "a": 1}, {"data.x": 1, "a": 2}]
+    assert study_grid.grid_combos(part) == [{"a": 1}, {"a": 2}, {"data.x": 1, "a": 1}, {"data.x": 1, "a": 2}]
 
 
 def test_run_keys_are_checked_against_run_config():

@@ -19,7 +19,8 @@ from mcil.config import load_config
 from mcil.learners.base import Learner, Prediction
 from mcil.learners.registry import register_learner
 from mcil.schemas import validate_result
-from mcil.train import Interrupted, NonFiniteLossError, absence_mask, lr_at, train
+from mcil.train import Interrupted, NonFiniteLossError, lr_at, train
+from mcil.train_data import absence_mask
 
 
 @register_learner

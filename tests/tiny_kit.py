@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from mcil.backbones.tiny import TinyBackbone, TinyConfig
+from mcil.backbones.tiny import TinyBackbone
+from mcil.backbones.tiny_towers import TinyConfig
 
 #: Class names made of words the tiny word tokenizer knows (its vocabulary is built from them).
 CLASS_NAMES: tuple[str, ...] = ("red star", "blue circle", "green square", "yellow ring", "purple cross", "orange moon")

@@ -26,7 +26,8 @@ Recipe (the analogue of AudioCLIP's pre-training, sized for a 2-core CPU):
   augmentation; the model is initialised under ``torch.manual_seed(seed)``; single process,
   ``torch.use_deterministic_algorithms(True)``.
 
-After training, :func:`zeroshot_table` scores the frozen backbone on the *incremental* classes'
+The pieces of the loss live in :mod:`mcil.backbones.contrastive`. After training,
+:func:`~mcil.backbones.zeroshot_eval.zeroshot_table` scores the frozen backbone on the *incremental* classes'
 test split with the dataset's ``test`` template (image→text, audio→text, and fused = mean of the
 L2-normalised image and audio embeddings → text) and writes ``<out stem>.zeroshot.{json,md}``.
 """
@@ -49,30 +50,25 @@ import torch
 import torch.nn.functional as F
 
 from mcil.backbones.base import BackboneError, file_sha256
-from mcil.backbones.tiny import (
-    TinyBackbone,
-    TinyConfig,
-    build_vocab,
-    load_tiny,
-    prompt_templates,
-    save_tiny,
+from mcil.backbones.contrastive import (
+    PretrainData,
+    attribute_codes,
+    class_parts_from_classes,
+    contrastive_loss,
+    texts_and_positives,
 )
-from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
+from mcil.backbones.tiny import TinyBackbone, load_tiny, save_tiny
+from mcil.backbones.tiny_towers import TinyConfig
+from mcil.backbones.tiny_vocab import build_vocab, prompt_templates
+from mcil.backbones.zeroshot_eval import zeroshot_markdown, zeroshot_table
+from mcil.data.spec import normalise_images, scale_audio
 from mcil.determinism import set_deterministic
 from mcil.errors import DataError
 
 __all__ = [
     "PretrainOptions",
-    "PretrainData",
     "PretrainResult",
-    "contrastive_loss",
-    "class_contrastive_loss",
-    "NAME_PARTS",
-    "class_parts_from_classes",
     "pretrain",
-    "zeroshot_accuracy",
-    "zeroshot_table",
-    "zeroshot_markdown",
     "configure_parser",
     "run_cli",
 ]
@@ -80,25 +76,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PAIRS: tuple[tuple[str, str], ...] = (("image", "text"), ("audio", "text"), ("image", "audio"))
-#: classes.json attribute keys per modality, in the order synav writes them into a class name
-#: ("{colour} {texture} {shape}, {pitch} {rhythm} {timbre}").
-NAME_PARTS: dict[str, tuple[str, ...]] = {"image": ("colour", "texture", "shape"), "audio": ("pitch", "rhythm", "timbre")}
-
-
-def class_parts_from_classes(classes: Sequence[dict[str, Any]]) -> list[dict[str, tuple[str, ...]] | None] | None:
-    """Per label, the attribute values of :data:`NAME_PARTS` (None for a class that lacks them);
-    None when no class has them (datasets other than synav)."""
-    parts: list[dict[str, tuple[str, ...]] | None] = []
-    for c in classes:
-        if all(isinstance(c.get(k), str) for keys in NAME_PARTS.values() for k in keys):
-            parts.append({m: tuple(c[k] for k in keys) for m, keys in NAME_PARTS.items()})
-        else:
-            parts.append(None)
-    return parts if any(p is not None for p in parts) else None
 
 
 # ------------------------------------------------------------------------------------------------
-# options and data
+# options and result
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PretrainOptions:
@@ -141,28 +122,6 @@ class PretrainOptions:
             raise BackboneError(f"pretrain: --image-audio-weight {self.image_audio_weight} must be > 0")
 
 
-@dataclass
-class PretrainData:
-    """Tensors of the pre-training split (the cache's layout, see docs/architecture.md).
-
-    images (N, 3, S, S) uint8; audio (N, L) float16/float32 in [-1, 1]; labels (N,) int64;
-    has_image / has_audio (N,) bool; class_names: index = label (all classes of the dataset).
-    class_parts: optional, index = label: ``{"image": (value, ...), "audio": (value, ...)}`` — the
-    attribute values a class name is made of, per modality, in name order (synav:
-    ``("red", "striped", "star")`` and ``("high", "pulsing", "whistle")``); enables partial
-    descriptions (:attr:`PretrainOptions.partial_text`). None where unknown.
-    """
-
-    images: torch.Tensor
-    audio: torch.Tensor
-    labels: torch.Tensor
-    has_image: torch.Tensor
-    has_audio: torch.Tensor
-    class_names: list[str]
-    class_parts: list[dict[str, tuple[str, ...]] | None] | None = None
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 @dataclass
@@ -175,35 +134,6 @@ class PretrainResult:
     steps: int
     seconds: float
     options: PretrainOptions
-
-
-# ------------------------------------------------------------------------------------------------
-# loss
-# ------------------------------------------------------------------------------------------------
-def contrastive_loss(a: torch.Tensor, b: torch.Tensor, positives: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric contrastive loss with a multi-positive soft target.
-
-    a, b: (B, D) embeddings (any norm) of two views of B samples; positives: (B, B) bool,
-    ``positives[i, j]`` = a_i and b_j describe the same thing (the diagonal must be True);
-    scale: scalar temperature. logits = scale · â b̂ᵀ; the target of row i is uniform over its
-    positives, the target of column j uniform over its positives. Returns the mean of the
-    row-wise and column-wise cross-entropies (a scalar).
-    """
-    a = F.normalize(a, dim=-1)
-    b = F.normalize(b, dim=-1)
-    logits = scale * a @ b.t()
-    pos = positives.to(logits.dtype)
-    row = -((pos / pos.sum(dim=1, keepdim=True)) * logits.log_softmax(dim=1)).sum(dim=1).mean()
-    col = -((pos / pos.sum(dim=0, keepdim=True)) * logits.log_softmax(dim=0)).sum(dim=0).mean()
-    return 0.5 * (row + col)
-
-
-def class_contrastive_loss(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """:func:`contrastive_loss` with class-level targets: same-label pairs are positives.
-
-    a, b: (B, D); labels: (B,). With one sample per class this is CLIP's InfoNCE loss.
-    """
-    return contrastive_loss(a, b, labels[:, None] == labels[None, :], scale)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,58 +202,6 @@ def _cosine_with_warmup(total: int, warmup: int) -> Any:
     return fn
 
 
-def _attribute_codes(data: PretrainData, modality: str) -> torch.Tensor | None:
-    """(C, P) int64: code of each attribute value of each class for ``modality`` (−1 = unknown)."""
-    parts = data.class_parts
-    if parts is None:
-        return None
-    width = max((len(p[modality]) for p in parts if p is not None), default=0)
-    if width == 0:
-        return None
-    codes: dict[str, int] = {}
-    table = torch.full((len(data.class_names), width), -1, dtype=torch.int64)
-    for c, p in enumerate(parts):
-        if p is None:
-            continue
-        for k, value in enumerate(p[modality]):
-            table[c, k] = codes.setdefault(value, len(codes))
-    return table
-
-
-def _texts_and_positives(
-    labels: torch.Tensor,
-    data: PretrainData,
-    modality: str,
-    codes: torch.Tensor | None,
-    templates: Sequence[str],
-    p_partial: float,
-    g: torch.Generator,
-) -> tuple[list[str], torch.Tensor]:
-    """One text per sample for the (``modality``, text) pair and the (B, B) positive mask.
-
-    A full-name text is positive for every sample of its class; a partial text (a subset S of the
-    class's ``modality`` attribute values) for every sample whose class has all values of S.
-    """
-    b = len(labels)
-    tpl = torch.randint(0, len(templates), (b,), generator=g).tolist()
-    same = labels[:, None] == labels[None, :]
-    if codes is None or p_partial <= 0:
-        return [templates[t].format(data.class_names[y]) for t, y in zip(tpl, labels.tolist())], same
-    n_parts = codes.shape[1]
-    partial = (torch.rand(b, generator=g) < p_partial) & (codes[labels] >= 0).all(dim=1)
-    # a random non-empty subset of the parts: an integer in 1 .. 2^P − 1 read as a bit mask
-    subset = torch.randint(1, 2**n_parts, (b,), generator=g)
-    mask = ((subset[:, None] >> torch.arange(n_parts)) & 1).bool()  # (B, P)
-    texts = []
-    for j, y in enumerate(labels.tolist()):
-        if partial[j]:
-            values = [v for v, keep in zip(data.class_parts[y][modality], mask[j].tolist()) if keep]
-            texts.append(templates[tpl[j]].format(" ".join(values)))
-        else:
-            texts.append(templates[tpl[j]].format(data.class_names[y]))
-    c = codes[labels]  # (B, P)
-    match = ((c[:, None, :] == c[None, :, :]) | ~mask[None, :, :]).all(dim=-1)  # (B_samples, B_texts)
-    return texts, torch.where(partial[None, :], match, same)
 
 
 def pretrain(
@@ -343,7 +221,7 @@ def pretrain(
         raise BackboneError("pretrain: no prompt templates given")
     spec = model.preprocess
     cfg = model.config
-    codes = {m: _attribute_codes(data, m) for m in ("image", "audio")}
+    codes = {m: attribute_codes(data, m) for m in ("image", "audio")}
     if options.partial_text > 0 and data.class_parts is None:
         log.info("pretrain: no class attributes given; every text is a full class name")
 
@@ -378,7 +256,7 @@ def pretrain(
                 has = {"image": data.has_image[idx], "audio": data.has_audio[idx]}
                 positives = {}
                 for m in ("image", "audio"):
-                    texts, positives[m] = _texts_and_positives(
+                    texts, positives[m] = texts_and_positives(
                         labels, data, m, codes[m], templates, options.partial_text, g
                     )
                     emb[f"text:{m}"] = model.encode_text(model.tokenize(texts))
@@ -429,112 +307,6 @@ def pretrain(
         seconds=time.perf_counter() - start,
         options=options,
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# zero-shot evaluation
-# ------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def zeroshot_accuracy(
-    backbone: TinyBackbone | Any,
-    images: torch.Tensor,
-    audio: torch.Tensor,
-    labels: torch.Tensor,
-    has_image: torch.Tensor,
-    has_audio: torch.Tensor,
-    class_names: Sequence[str],
-    candidates: Sequence[int],
-    template: str,
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    """Zero-shot top-1 (%) of image→text, audio→text and fused→text over ``candidates``.
-
-    images (N, 3, S, S) uint8 and audio (N, L) in [-1, 1] as in the cache; prompts are
-    ``template.format(class_names[c])`` for c in ``candidates``. Fused = the normalised mean of the
-    L2-normalised image and audio embeddings, over samples that have both. Works with any
-    :class:`~mcil.backbones.base.Backbone`.
-    """
-    spec: PreprocessSpec = backbone.preprocess
-    was_training = backbone.training
-    backbone.eval()
-    cand = torch.as_tensor(list(candidates), dtype=torch.int64)
-    text = F.normalize(backbone.encode_text(backbone.tokenize([template.format(class_names[c]) for c in cand.tolist()])), dim=-1)
-    keep = torch.isin(labels, cand)
-    idx_all = torch.nonzero(keep).flatten()
-    correct = {"image": 0, "audio": 0, "fused": 0}
-    count = {"image": 0, "audio": 0, "fused": 0}
-    for start in range(0, len(idx_all), batch_size):
-        idx = idx_all[start : start + batch_size]
-        y = labels[idx]
-        hi, ha = has_image[idx], has_audio[idx]
-        zi = F.normalize(backbone.encode_image(normalise_images(images[idx], spec)), dim=-1)
-        za = F.normalize(backbone.encode_audio(scale_audio(audio[idx], spec)), dim=-1)
-        zf = F.normalize(zi + za, dim=-1)
-        for key, z, mask in (("image", zi, hi), ("audio", za, ha), ("fused", zf, hi & ha)):
-            pred = cand[(z[mask] @ text.t()).argmax(dim=1)]
-            correct[key] += int((pred == y[mask]).sum())
-            count[key] += int(mask.sum())
-    backbone.train(was_training)
-    acc = {k: (100.0 * correct[k] / count[k] if count[k] else float("nan")) for k in correct}
-    return {
-        "classes": len(cand),
-        "samples": {k: count[k] for k in count},
-        "chance": 100.0 / len(cand),
-        "accuracy": acc,
-        "template": template,
-    }
-
-
-def zeroshot_table(
-    backbone: TinyBackbone | Any,
-    data_root: str | Path,
-    cache_dir: str | Path = "data/cache",
-    split: str = "test",
-) -> dict[str, Any]:
-    """Zero-shot accuracy of ``backbone`` on the incremental classes of ``data_root``'s ``split``.
-
-    Uses the dataset's ``test`` template and the tensor cache (built on first use). Returns the
-    dict of :func:`zeroshot_accuracy` plus ``data`` and ``split``.
-    """
-    from mcil.data.cache import load_split
-    from mcil.data.manifest import read_manifest
-
-    manifest = read_manifest(data_root, check_files=False)  # media are checked if the cache must be built
-    templates = prompt_templates(manifest.templates)
-    cached = load_split(data_root, split, backbone.preprocess, cache_dir)
-    out = zeroshot_accuracy(
-        backbone,
-        torch.as_tensor(cached.images),
-        torch.as_tensor(cached.audio),
-        torch.as_tensor(cached.labels),
-        torch.as_tensor(cached.has_image),
-        torch.as_tensor(cached.has_audio),
-        manifest.class_names,
-        manifest.incremental_labels,
-        templates["test"],
-    )
-    out.update({"data": str(data_root), "split": split, "cache_key": getattr(cached, "key", None)})
-    return out
-
-
-def zeroshot_markdown(result: dict[str, Any], command: str | None = None) -> str:
-    """A small Markdown table of a :func:`zeroshot_table` result (+ the command that made it)."""
-    acc, n = result["accuracy"], result["samples"]
-    lines = [
-        f"# Zero-shot accuracy of the tiny backbone ({result.get('data', '?')}, split {result.get('split', '?')})",
-        "",
-        f"Incremental classes (never seen in pre-training): {result['classes']}; "
-        f"prompt template `{result['template']}`.",
-        "",
-        "| path | top-1 (%) | samples |",
-        "|---|---:|---:|",
-    ]
-    for key, label in (("image", "image → text"), ("audio", "audio → text"), ("fused", "fused (image+audio) → text")):
-        lines.append(f"| {label} | {acc[key]:.1f} | {n[key]} |")
-    lines.append(f"| chance | {result['chance']:.1f} | |")
-    if command:
-        lines += ["", f"Command: `{command}`"]
-    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------

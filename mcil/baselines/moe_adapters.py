@@ -23,8 +23,8 @@ from torch import nn
 from mcil.baselines._common import AdapterOptions, AdapterTextLearner, opt
 from mcil.config import ConfigError
 from mcil.learners.registry import register_learner
-from mcil.method.mcil_learner import McilOptions
 from mcil.method.mife import MifeConfig
+from mcil.method.options import McilOptions
 
 __all__ = ["MoEAdapters", "MoEAdaptersOptions"]
 
@@ -41,7 +41,7 @@ def _same(name: str) -> Any:
 @dataclass(frozen=True)
 class MoEAdaptersOptions(AdapterOptions):
     """The MIFE options of the ``mcil`` learner, same names and defaults (taken from
-    :class:`mcil.method.mcil_learner.McilOptions`, so the two cannot drift apart): experts
+    :class:`mcil.method.options.McilOptions`, so the two cannot drift apart): experts
     ('task-experts' | 'official'), n_experts, experts_per_task, top_k, route_current, freeze_old,
     official_freeze_hack, balance_loss, router_input, bottleneck, adapter_scale, dropout.
     text_diversity defaults to False (MoE-Adapters4CL trains on one template)."""

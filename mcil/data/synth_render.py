@@ -1,7 +1,7 @@
 """How synav's attributes look and sound: the vocabulary and the image and audio renderers.
 
 Pure functions of an attribute triple and a ``numpy`` generator (no files, no classes);
-:mod:`mcil.data.synth` builds the classes, draws the samples and writes the dataset.
+:mod:`mcil.data.synth_classes` builds the classes; :mod:`mcil.data.synth` draws the samples and writes the dataset.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from mcil.config import GateMode
+
 __all__ = [
-    "GateMode",
     "AttentionMode",
     "pearson_r",
     "gate_decision",
@@ -31,7 +32,6 @@ __all__ = [
     "DynamicFusion",
 ]
 
-GateMode = Literal["batch", "sample", "always", "never", "adaptive"]
 AttentionMode = Literal["sample", "batch-official"]
 
 

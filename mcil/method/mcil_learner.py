@@ -29,110 +29,30 @@ import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mcil.backbones.base import Backbone
-from mcil.config import ConfigError, RunConfig
+from mcil.config import RunConfig
 from mcil.errors import UserError
 from mcil.learners.base import Batch, BatchLoader, Learner, Prediction, Task
 from mcil.learners.registry import register_learner, register_preset
 from mcil.method.aavfm import DynamicFusion, adaptive_threshold, gate_decision, pearson_r, select_features
 from mcil.method.losses import check_finite, cosine_logits, cw_loss, grad_norm, grad_norm_scale, mi_loss, total_loss
-from mcil.method.mife import MIFE, MifeConfig
-from mcil.method.prompts import average_prototypes, fill_prompts, load_templates
+from mcil.method.mife import MIFE
+from mcil.method.options import McilOptions
+from mcil.method.prompts import fill_prompts, load_templates
+from mcil.method.text_prototypes import TextPrototypes
 
-__all__ = ["McilOptions", "McilLearner", "OFFICIAL_LOGIT_SCALE"]
+__all__ = ["McilLearner", "OFFICIAL_LOGIT_SCALE"]
 
 log = logging.getLogger(__name__)
 
 #: The official code's logit scale: CLIP's ``logit_scale`` parameter used raw, ln(1/0.07) ≈ 2.659.
 OFFICIAL_LOGIT_SCALE = math.log(1 / 0.07)
-_TEXT_CHUNK = 512  # prompts per text-encoder call at evaluation
-
-
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class McilOptions:
-    """``method.options`` of ``mcil`` (see docs/method.md for the reasoning behind each default)."""
-
-    mife: bool = _opt(True, "MoE adapters on the image and text towers (false: frozen towers, AAVFM only)")
-    experts: Literal["task-experts", "official"] = _opt(
-        "task-experts", "task-experts: each task adds its own experts + router columns; official: one shared pool"
-    )
-    n_experts: int = _opt(5, "pool size per site for experts=official")
-    experts_per_task: int = _opt(2, "experts (and router columns) added per site per task for experts=task-experts")
-    top_k: int = _opt(2, "experts picked per sample; 1 = official (the router then gets no gradient)")
-    route_current: bool = _opt(True, "task-experts: keep one current-task expert among the picks while training")
-    freeze_old: bool = _opt(True, "task-experts: freeze earlier tasks' experts and router columns")
-    official_freeze_hack: bool = _opt(
-        False, "experts=official: freeze for good every expert some sample of a training batch did not pick"
-    )
-    balance_loss: float = _opt(0.0, "weight of the Switch load-balancing loss (0 = off, as official)")
-    router_input: Literal["mean", "first-token"] = _opt("mean", "router sees the token mean or token 0 (official)")
-    text_router_input: Literal["same", "mean", "prompt-mean", "first-token"] = _opt(
-        "prompt-mean",
-        "router input of the text sites only. prompt-mean: the mean over each prompt's own tokens (<sot>..<eot>), "
-        "so routing does not depend on the padding, and prompts are encoded trimmed to the longest one, exactly; "
-        "same: router_input (mean then averages padding too); first-token with router_input=mean is the official "
-        "text routing on a convolutional image tower (AudioCLIP RN50)",
-    )
-    bottleneck: int = _opt(64, "expert bottleneck width")
-    adapter_scale: float = _opt(0.1, "fixed output scale of every expert")
-    adapter_lr_scale: float = _opt(
-        100.0,
-        "lr of the MIFE experts and routers as a multiple of optim.lr (they start at zero output, the fusion MLP "
-        "does not: Adam moves each by about lr per step); 100 chosen on validation (docs/tuning.md), 1 = official",
-    )
-    dropout: float = _opt(0.1, "dropout inside the experts")
-    text_diversity: bool = _opt(True, "training prototypes average the template set's train list (false: test template)")
-    logit_scale: Literal["backbone", "official-raw"] = _opt(
-        "backbone", "backbone: s = exp(logit_scale) of the backbone; official-raw: s = ln(1/0.07), raw prototypes"
-    )
-    fusion_hidden: int | None = _opt(None, "hidden width of the fusion MLP (null: the embedding width)")
-    grad_probe_steps: int = _opt(
-        3, "first steps of each task on which ||grad L_MI|| / ||grad L_CW|| is measured (statistics; 0 = off)"
-    )
-
-    def validate(self, prefix: str) -> None:
-        for name in ("n_experts", "experts_per_task", "top_k", "bottleneck"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{prefix}.{name}: {getattr(self, name)!r} is out of range; allowed: >= 1")
-        if not (0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"{prefix}.dropout: {self.dropout!r} is out of range; allowed: [0, 1)")
-        if self.balance_loss < 0:
-            raise ConfigError(f"{prefix}.balance_loss: {self.balance_loss!r} is out of range; allowed: >= 0")
-        if not self.adapter_lr_scale > 0:
-            raise ConfigError(f"{prefix}.adapter_lr_scale: {self.adapter_lr_scale!r} is out of range; allowed: > 0")
-        if self.grad_probe_steps < 0:
-            raise ConfigError(f"{prefix}.grad_probe_steps: {self.grad_probe_steps!r} is out of range; allowed: >= 0")
-        if self.fusion_hidden is not None and self.fusion_hidden < 1:
-            raise ConfigError(f"{prefix}.fusion_hidden: {self.fusion_hidden!r} must be >= 1 or null")
-        if self.official_freeze_hack and self.experts != "official":
-            raise ConfigError(f"{prefix}.official_freeze_hack: only applies with {prefix}.experts=official")
-
-    def mife_config(self) -> MifeConfig:
-        return MifeConfig(
-            experts=self.experts,
-            n_experts=self.n_experts,
-            experts_per_task=self.experts_per_task,
-            top_k=self.top_k,
-            route_current=self.route_current,
-            freeze_old=self.freeze_old,
-            official_freeze_hack=self.official_freeze_hack,
-            router_input=self.router_input,
-            bottleneck=self.bottleneck,
-            adapter_scale=self.adapter_scale,
-            dropout=self.dropout,
-            balance=self.balance_loss > 0,
-        )
 
 
 class _Fused(NamedTuple):
@@ -146,7 +66,7 @@ class _Fused(NamedTuple):
 
 
 @register_learner
-class McilLearner(Learner):
+class McilLearner(TextPrototypes, Learner):
     """MCIL (arXiv 2506.09999): MoE adapters, adaptive audio-visual fusion, text diversity, L_CW + L_MI.
 
     MIFE (``mcil.method.mife``) adapts the image and text towers; AAVFM (``mcil.method.aavfm``)
@@ -214,43 +134,6 @@ class McilLearner(Learner):
             return OFFICIAL_LOGIT_SCALE
         return float(self.backbone.logit_scale_value())
 
-    @property
-    def _normalize_templates(self) -> bool:
-        # CLIP-style ensembling (each prompt normalised) unless reproducing the official raw average.
-        return self.options.logit_scale == "backbone"
-
-    #: Encode prompts through the full context even where trimming is exact (``mcil bench``'s
-    #: official-style reference path sets it; ``mcil train`` never does).
-    full_text_context: bool = False
-
-    @property
-    def text_trim_exact(self) -> bool:
-        """Whether prompts may be encoded with their common padding cut off without changing a feature.
-
-        Holds when the bare text tower is invariant to it (``Backbone.TEXT_TRIM_EXACT``: causal or
-        key-masked attention) and no text adapter reads a padding position: the MIFE experts act
-        per position, a ``first-token`` router reads only SOT and a ``prompt-mean`` router only the
-        prompt's own tokens. A ``mean`` router averages over all L positions, padding included, so
-        trimming would change its routing (tested in tests/backbones/test_text_trim.py). Dropout inside the experts then draws its masks for a
-        tensor of the trimmed shape: the same distribution, not the same draw (docs/benchmarks.md).
-        """
-        if not self.backbone.TEXT_TRIM_EXACT:
-            return False
-        return self.mife is None or self._text_router_input in ("first-token", "prompt-mean")
-
-    @property
-    def _text_router_input(self) -> str:
-        o = self.options
-        return o.router_input if o.text_router_input == "same" else o.text_router_input
-
-    def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(P, L) prompt ids → (P, D) text features, trimmed to the longest prompt where exact."""
-        if self.text_trim_exact and not self.full_text_context:
-            tokens = self.backbone.trim_tokens(tokens)
-        if self.mife is None:
-            return self.backbone.encode_text(tokens)
-        with self.mife.active(), self.mife.token_mask(self.backbone.text_token_mask(tokens)):
-            return self.backbone.encode_text(tokens)
 
     # ------------------------------------------------------------------------------------------
     # features
@@ -342,59 +225,6 @@ class McilLearner(Learner):
             key = (phase, self._stats_key())
             prev = self._fusion_stats.get(key)
             self._fusion_stats[key] = row if prev is None else prev.to(row.device) + row
-
-    # ------------------------------------------------------------------------------------------
-    # prototypes
-    # ------------------------------------------------------------------------------------------
-    def _train_prototypes(self) -> torch.Tensor:
-        """``(n_t, D)`` prototypes of the current task's classes (gradients into the text adapters)."""
-        if self._train_protos is not None:
-            return self._train_protos
-        n_templates = len(self.template_set.for_training(self.options.text_diversity))
-        emb = self._encode_text(self._train_tokens).float()
-        protos = average_prototypes(emb, n_templates, self._normalize_templates)
-        if self.mife is None:  # frozen text tower: constant within the task
-            self._train_protos = protos.detach()
-        return protos
-
-    @torch.no_grad()
-    def _class_embeddings(self, classes: Sequence[int], normalize_templates: bool) -> torch.Tensor:
-        """``(C, D)`` averaged evaluation-prompt embeddings of ``classes`` (not re-normalised)."""
-        templates = self.template_set.for_evaluation(self.cfg.eval_template)
-        prompts = fill_prompts(templates, [self.class_names[c] for c in classes])
-        per_chunk = max(1, _TEXT_CHUNK // len(templates)) * len(templates)
-        parts = []
-        for start in range(0, len(prompts), per_chunk):
-            tokens = self.backbone.tokenize(prompts[start : start + per_chunk]).to(self.device)
-            parts.append(self._encode_text(tokens).float())
-        return average_prototypes(torch.cat(parts), len(templates), normalize_templates)
-
-    def _eval_prototypes(self, classes: Sequence[int]) -> torch.Tensor:
-        """``(C, D)`` L2-normalised evaluation prototypes, cached per class until the text adapters change."""
-        if self._eval_version != self._text_version:
-            self._eval_protos = {}
-            self._eval_version = self._text_version
-        missing = [int(c) for c in dict.fromkeys(classes) if int(c) not in self._eval_protos]
-        if missing:
-            protos = F.normalize(self._class_embeddings(missing, self._normalize_templates), dim=-1)
-            self._eval_protos.update(zip(missing, protos))
-        return torch.stack([self._eval_protos[int(c)] for c in classes])
-
-    def invalidate_text_cache(self) -> None:
-        """Forget cached evaluation prototypes (``mcil bench``'s official-style reference path)."""
-        self._text_version += 1
-
-    def class_text_embeddings(self, classes: Sequence[int]) -> torch.Tensor:
-        """``(C, D)`` unnormalised mean embedding of each class's evaluation prompts (metric M1)."""
-        was = self.training
-        self.eval()
-        try:
-            if self.mife is not None:
-                with self.mife.recording(False):
-                    return self._class_embeddings(list(classes), normalize_templates=False)
-            return self._class_embeddings(list(classes), normalize_templates=False)
-        finally:
-            self.train(was)
 
     # ------------------------------------------------------------------------------------------
     # the learner interface

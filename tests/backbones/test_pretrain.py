@@ -12,17 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from mcil.backbones.base import Backbone
-from mcil.backbones.pretrain import (
-    PretrainData,
-    PretrainOptions,
-    _attribute_codes,
-    _texts_and_positives,
-    class_contrastive_loss,
-    pretrain,
-    zeroshot_accuracy,
-    zeroshot_markdown,
-)
-from mcil.backbones.tiny import TinyBackbone, TinyConfig, synav_templates
+from mcil.backbones.contrastive import PretrainData, attribute_codes, class_contrastive_loss, texts_and_positives
+from mcil.backbones.pretrain import PretrainOptions, pretrain
+from mcil.backbones.tiny import TinyBackbone
+from mcil.backbones.tiny_towers import TinyConfig
+from mcil.backbones.tiny_vocab import synav_templates
+from mcil.backbones.zeroshot_eval import zeroshot_accuracy, zeroshot_markdown
 from mcil.data.spec import PreprocessSpec, normalise_images, scale_audio
 
 NAMES = ["red solid square, low steady hum", "blue solid square, high steady hum",
@@ -92,8 +87,8 @@ def test_partial_descriptions_are_positive_for_every_class_that_has_their_attrib
              "red striped circle, low pulsing buzz", "plain thing"]
     data = PretrainData(torch.zeros(0), torch.zeros(0), torch.zeros(0), torch.zeros(0), torch.zeros(0), names, parts)
     labels = torch.tensor([0, 1, 2, 3] * 8)
-    codes = _attribute_codes(data, "image")
-    texts, pos = _texts_and_positives(labels, data, "image", codes, ["a {}."], 1.0, torch.Generator().manual_seed(0))
+    codes = attribute_codes(data, "image")
+    texts, pos = texts_and_positives(labels, data, "image", codes, ["a {}."], 1.0, torch.Generator().manual_seed(0))
     assert pos.diagonal().all()
     described = set()
     for j, text in enumerate(texts):
@@ -108,7 +103,7 @@ def test_partial_descriptions_are_positive_for_every_class_that_has_their_attrib
         assert pos[:, j].tolist() == expected, text
     assert len(described) > 5  # many different subsets were drawn
     # without partial descriptions every text is the full name and positives are the same class
-    texts, pos = _texts_and_positives(labels, data, "image", codes, ["a {}."], 0.0, torch.Generator().manual_seed(0))
+    texts, pos = texts_and_positives(labels, data, "image", codes, ["a {}."], 0.0, torch.Generator().manual_seed(0))
     assert texts[:4] == [f"a {n}." for n in names] and torch.equal(pos, labels[:, None] == labels[None, :])
 
 
@@ -202,7 +197,8 @@ def test_zeroshot_accuracy_counts_each_path_over_the_candidate_classes() -> None
 def test_cli_pretrains_writes_checkpoint_and_zeroshot_table(tmp_path: Path) -> None:
     from mcil.backbones.tiny import load_tiny
     from mcil.cli import main
-    from mcil.data.synth import SynthConfig, generate
+    from mcil.data.synth import generate
+    from mcil.data.synth_classes import SynthConfig
 
     data = tmp_path / "synav"
     generate(data, SynthConfig(n_classes=2, train_per_class=1, test_per_class=2, pretrain_per_class=1), workers=1)

@@ -10,16 +10,9 @@ import torch
 
 from mcil.backbones.base import BackboneError, file_sha256
 from mcil.backbones.registry import build_backbone
-from mcil.backbones.tiny import (
-    CHECKPOINT_FORMAT,
-    SPECIAL_TOKENS,
-    TinyBackbone,
-    TinyConfig,
-    build_vocab,
-    load_tiny,
-    save_tiny,
-    synav_templates,
-)
+from mcil.backbones.tiny import CHECKPOINT_FORMAT, TinyBackbone, load_tiny, save_tiny
+from mcil.backbones.tiny_towers import TinyConfig
+from mcil.backbones.tiny_vocab import SPECIAL_TOKENS, build_vocab, synav_templates
 
 NAMES = ["red striped star, high pulsing whistle", "blue solid circle, very high steady buzz"]
 

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from mcil.baselines.moe_adapters import MoEAdapters, MoEAdaptersOptions
-from mcil.method.mcil_learner import McilOptions
+from mcil.method.options import McilOptions
 
 
 def make(kit, bb, **opts):

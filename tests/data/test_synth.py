@@ -15,16 +15,15 @@ import soundfile as sf
 from PIL import Image
 
 from mcil.cli import main as cli_main
-from mcil.data import synth
+from mcil.data import synth_classes, synth_render
 from mcil.data.probe import linear_probe, ridge_fit
-from mcil.data.synth import (
+from mcil.data.synth import MANIFEST_COLUMNS, generate
+from mcil.data.synth_classes import (
     ATTRIBUTE_VALUES,
     CORRUPTIONS,
-    MANIFEST_COLUMNS,
     SynthConfig,
     build_classes,
     check_pretrain_coverage,
-    generate,
     max_incremental_classes,
 )
 from mcil.errors import DataError
@@ -108,20 +107,20 @@ def test_manifest_classes_and_media_follow_the_contract(tiny: Path) -> None:
 
 def test_rendered_signals_carry_their_attributes() -> None:
     # Audio: the whistle's (sine) spectral peak sits at the named pitch, within the ±PITCH_JITTER jitter.
-    for pitch, hz in synth.PITCHES.items():
-        wave = synth.render_audio((pitch, "whistle", "steady"), np.random.default_rng(0))
+    for pitch, hz in synth_render.PITCHES.items():
+        wave = synth_render.render_audio((pitch, "whistle", "steady"), np.random.default_rng(0))
         spectrum = np.abs(np.fft.rfft(wave))
-        peak_hz = np.argmax(spectrum) * synth.SAMPLE_RATE / len(wave)
-        assert abs(np.log2(peak_hz / hz)) < synth.PITCH_JITTER / 12 + 0.01, (pitch, peak_hz)
+        peak_hz = np.argmax(spectrum) * synth_render.SAMPLE_RATE / len(wave)
+        assert abs(np.log2(peak_hz / hz)) < synth_render.PITCH_JITTER / 12 + 0.01, (pitch, peak_hz)
     # Envelope: "rising" has more energy in its second half, "falling" in its first.
-    rising = synth.render_audio(("middle", "whistle", "rising"), np.random.default_rng(1))
-    falling = synth.render_audio(("middle", "whistle", "falling"), np.random.default_rng(1))
+    rising = synth_render.render_audio(("middle", "whistle", "rising"), np.random.default_rng(1))
+    falling = synth_render.render_audio(("middle", "whistle", "falling"), np.random.default_rng(1))
     half = len(rising) // 2
     assert np.sum(rising[half:] ** 2) > 2 * np.sum(rising[:half] ** 2)
     assert np.sum(falling[:half] ** 2) > 2 * np.sum(falling[half:] ** 2)
     # Image: a solid red object covers a sizeable red area; a blue one does not produce red pixels.
-    red = synth.render_image(("square", "red", "solid"), np.random.default_rng(2)).astype(int)
-    blue = synth.render_image(("square", "blue", "solid"), np.random.default_rng(2)).astype(int)
+    red = synth_render.render_image(("square", "red", "solid"), np.random.default_rng(2)).astype(int)
+    blue = synth_render.render_image(("square", "blue", "solid"), np.random.default_rng(2)).astype(int)
     is_red = lambda im: (im[..., 0] > 160) & (im[..., 1] < 90) & (im[..., 2] < 90)  # noqa: E731
     assert is_red(red).mean() > 0.08
     assert is_red(blue).mean() < 0.01
@@ -181,13 +180,13 @@ def test_coverage_check_rejects_a_thin_pretrain_set() -> None:
 
 def test_pitch_follows_colour_and_timbre_follows_shape_in_every_class() -> None:
     classes = build_classes(SynthConfig(n_classes=40, n_pretrain_classes=48))
-    assert len(set(synth.PITCH_OF_COLOUR.values())) == len(synth.COLOURS)   # colour <-> pitch is one-to-one
-    assert set(synth.TIMBRE_OF_SHAPE) == set(synth.SHAPES)
+    assert len(set(synth_classes.PITCH_OF_COLOUR.values())) == len(synth_render.COLOURS)   # colour <-> pitch is one-to-one
+    assert set(synth_classes.TIMBRE_OF_SHAPE) == set(synth_render.SHAPES)
     for c in classes:
-        assert c.pitch == synth.PITCH_OF_COLOUR[c.colour] and c.timbre == synth.TIMBRE_OF_SHAPE[c.shape], c
+        assert c.pitch == synth_classes.PITCH_OF_COLOUR[c.colour] and c.timbre == synth_classes.TIMBRE_OF_SHAPE[c.shape], c
     # Neighbouring colours get neighbouring pitches: warm colours sound low.
-    pitches = list(synth.PITCHES.values())
-    assert [synth.PITCHES[synth.PITCH_OF_COLOUR[c]] for c in synth.COLOURS] == sorted(pitches)
+    pitches = list(synth_render.PITCHES.values())
+    assert [synth_render.PITCHES[synth_classes.PITCH_OF_COLOUR[c]] for c in synth_render.COLOURS] == sorted(pitches)
 
 
 def test_most_classes_need_one_modality_and_lookalike_pairs_need_both() -> None:
