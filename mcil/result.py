@@ -39,7 +39,7 @@ def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learn
     :func:`mcil.learners.resolve.resolve_method` says about the method, ``user_cfg`` the
     configuration as given and ``cfg`` the resolved one.
     """
-    from mcil.metrics import compat, paper, summarise
+    from mcil.metrics import compat, record, summarise
 
     T = len(scenario.tasks)
     A = np.array([row["acc_row"] for row in state.rows], dtype=float)  # (T, T)
@@ -49,7 +49,7 @@ def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learn
     acc_steps = np.array([row["seen_acc"] for row in state.rows], dtype=float)
     metrics = summarise(A, n, c, acc_steps, A0=A0)
     metrics = {k: (float(v) if v is not None else None) for k, v in metrics.items()}
-    metrics["paper"] = paper.paper_metrics(
+    metrics["paper"] = record.paper_metrics(
         A=A, n=n, acc_steps=acc_steps, text_means=state.text_means,
         image_means_last_batch=[row["image_mean_last_batch"] for row in state.rows],
         image_means_full=[row["image_mean_full"] for row in state.rows],

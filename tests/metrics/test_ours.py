@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import mcil.metrics as m
 from mcil.metrics import ours, paper
@@ -95,24 +94,3 @@ def test_m2_ours_replaces_only_the_fusion_half():
     assert paper.m2(0.941222, b, f, 0.8, 0.2) == pytest.approx(ours.m2_ours_cka(0.941222, b, f, 0.8, 0.2))
 
 
-def test_paper_metrics_carries_our_variants_without_touching_the_paper_values():
-    A = m.lower_triangle_to_matrix(FIXTURE_ROWS)
-    g = torch.Generator().manual_seed(5)
-    img = torch.randn(40, 6, generator=g)
-    feats = {"image": img, "audio": torch.randn(40, 6, generator=g), "fused": img.clone()}
-    out = paper.paper_metrics(A=A, n=[1, 1, 1], text_means=TEXT, image_means_last_batch=IMG,
-                              image_means_full=IMG, features=feats, last_batch_size=8)
-    ref = paper.m1_m2_full(A, [1, 1, 1], TEXT, IMG, feats["image"], feats["audio"], feats["fused"])
-    assert out["full"]["m2"] == pytest.approx(ref["m2"])
-    o = out["ours"]
-    assert o["cka_v"] == pytest.approx(1.0) and abs(o["cka_a"]) < 0.2
-    assert o["m2_ours_cka"] == pytest.approx(
-        ours.m2_ours_cka(out["full"]["aia"] / 100, ref["bwt_steps"], ref["fwt_steps"], o["cka_v"], o["cka_a"]))
-    assert o["m1_ours_weighted"] == pytest.approx(ours.m1_ours_weighted(ref["aia"], ref["forgetting_steps"],
-                                                                        ref["s_steps"]))
-    assert o["m2_ours_posterior"] is None and any("posteriors" in n for n in o["notes"])
-    post = {k: torch.softmax(v[:, :3], dim=1) for k, v in feats.items()}
-    with_post = paper.paper_metrics(A=A, n=[1, 1, 1], text_means=TEXT, image_means_last_batch=IMG,
-                                    image_means_full=IMG, features=feats, last_batch_size=8, posteriors=post)
-    assert with_post["ours"]["nmi_post_v"] == pytest.approx(ours.nmi_posterior(post["image"], post["fused"]))
-    assert with_post["ours"]["m2_ours_posterior"] is not None
