@@ -150,6 +150,7 @@ class MethodConfig:
 
 
 GateMode = Literal["batch", "sample", "always", "never", "adaptive"]
+AttentionMode = Literal["sample", "batch-official"]
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class FusionConfig:
 
     th: float = 0.8
     gate: GateMode = "always"
-    attention: Literal["sample", "batch-official"] = "sample"
+    attention: AttentionMode = "sample"
     adaptive_quantile: float = 0.5
 
     def validate(self, prefix: str) -> None:

@@ -16,12 +16,11 @@ is classified from its audio feature alone (the audio tower shares the text-embe
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import nn
 
-from mcil.config import GateMode
+from mcil.config import AttentionMode, GateMode
 
 __all__ = [
     "AttentionMode",
@@ -31,9 +30,6 @@ __all__ = [
     "select_features",
     "DynamicFusion",
 ]
-
-AttentionMode = Literal["sample", "batch-official"]
-
 
 def pearson_r(f_v: torch.Tensor, f_a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per-sample Pearson correlation across feature dimensions.
