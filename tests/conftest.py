@@ -6,11 +6,23 @@ trainer, the baselines and the pipeline run on real files through the real cache
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Put the scripts of the interpreter running pytest first on PATH, as an activated virtualenv
+    does: the workflow tests call `snakemake`, whose jobs call `mcil`. Without this,
+    `.venv/bin/pytest` from a shell that has not activated the venv skipped them as "not installed"."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + path
 
 
 @pytest.fixture(autouse=True, scope="module")
