@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
     `.venv/bin/pytest` from a shell that has not activated the venv skipped them as "not installed"."""
     scripts = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
-    if scripts not in path.split(os.pathsep):
+    if path.split(os.pathsep)[0] != scripts:
         os.environ["PATH"] = scripts + os.pathsep + path
 
 
