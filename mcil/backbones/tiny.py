@@ -38,6 +38,7 @@ from torch import nn
 
 from mcil.atomic import atomic_torch_save
 from mcil.backbones.base import AdapterSite, Backbone, BackboneError, file_sha256
+from mcil.backbones.prefix_memo import PrefixMemo
 from mcil.backbones.registry import register_backbone
 from mcil.backbones.tiny_towers import PRETRAIN_HINT, LogMel, PatchTower, TextTower, TinyConfig
 from mcil.backbones.tiny_vocab import SPECIAL_TOKENS, WordTokenizer, build_vocab
@@ -86,6 +87,8 @@ class TinyBackbone(Backbone):
         self.text = TextTower(config, len(self.vocab), self.tokenizer.pad_id, self.tokenizer.eot_id)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.pretrain_info: dict[str, Any] = {}
+        # Each tower's frozen prefix (stem and block 0) once per sample; bypassed while it can learn.
+        self._prefix_memo = {tower: PrefixMemo() for tower in ("image", "audio", "text")}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -142,14 +145,18 @@ class TinyBackbone(Backbone):
         s = self.config.image_size
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(f"tiny encode_image expects (B, 3, {s}, {s}), got {tuple(images.shape)}")
-        return self.image(images.float())
+        x = images.float()
+        return self.image.from_prefix(*self._prefix_memo["image"](x, self.image.prefix_parameters(), self.image.prefix))
 
     def encode_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, 16000) waveform in [-1, 1] → (B, embed_dim)."""
         n = self.config.num_samples
         if waveforms.dim() != 2 or waveforms.shape[1] != n:
             raise ValueError(f"tiny encode_audio expects (B, {n}), got {tuple(waveforms.shape)}")
-        return self.audio(self.logmel(waveforms))
+        params = [*self.logmel.buffers(), *self.audio.prefix_parameters()]
+        return self.audio.from_prefix(
+            *self._prefix_memo["audio"](waveforms, params, lambda w: self.audio.prefix(self.logmel(w)))
+        )
 
     def encode_text(self, tokens: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L ≤ context_length) int64 ids from :meth:`tokenize` → (B, embed_dim).
@@ -166,7 +173,12 @@ class TinyBackbone(Backbone):
                 f"tiny encode_text: embeddings {tuple(embeddings.shape)} must be (B, L, width) = "
                 f"{(*tokens.shape, self.config.width)}"
             )
-        return self.text(tokens.long(), embeddings)
+        tokens = tokens.long()
+        if embeddings is not None:  # prompt learning: the embeddings are the learnt part, nothing to memo
+            return self.text(tokens, embeddings)
+        return self.text.from_prefix(
+            tokens, *self._prefix_memo["text"](tokens, self.text.prefix_parameters(), self.text.prefix)
+        )
 
     def token_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) int64 → (B, L, width) token embeddings (before positional embeddings)."""

@@ -177,6 +177,8 @@ class Block(nn.Module):
     """Pre-LN transformer block: x + attn(LN(x)), then + MLP(LN(x)). x (B, L, D) → (B, L, D).
 
     This is the adapter site: a forward hook sees ``inputs[0]`` = x and may add to the output.
+    ``frozen_out``, if given, is :meth:`body` of x computed earlier (a frozen block's own output,
+    :mod:`mcil.backbones.prefix_memo`): it is returned as the output, so the hooks still run on x.
     """
 
     def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
@@ -187,9 +189,15 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def body(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The block's own function, without hooks."""
         x = x + self.attn(self.ln_1(x), keep)
         return x + self.mlp(self.ln_2(x))
+
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, frozen_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.body(x, keep) if frozen_out is None else frozen_out
 
 
 def _patch_embedding(cfg: TinyConfig, channels: int, patch: tuple[int, int]) -> nn.Module:
@@ -235,10 +243,23 @@ class PatchTower(nn.Module):
         self.proj = nn.Linear(w, cfg.embed_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_prefix(*self.prefix(x))
+
+    def prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, H, W) → (block-0 input, block-0 output without hooks), each (B, N + 1, width)."""
         t = self.patch(x).flatten(2).transpose(1, 2)  # (B, N, D)
         t = torch.cat([self.cls.expand(t.shape[0], 1, -1), t], dim=1) + self.pos
         t = self.ln_pre(t)
-        for blk in self.blocks:
+        return t, self.blocks[0].body(t)
+
+    def prefix_parameters(self) -> list[torch.Tensor]:
+        """What :meth:`prefix` reads: a memo of it is valid while these are unchanged."""
+        return [*self.patch.parameters(), self.cls, self.pos, *self.ln_pre.parameters(), *self.blocks[0].parameters()]
+
+    def from_prefix(self, t: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        """The rest of :meth:`forward` from :meth:`prefix`'s two tensors (block 0's hooks run here) → (B, embed_dim)."""
+        t = self.blocks[0](t, None, y0)
+        for blk in self.blocks[1:]:
             t = blk(t)
         return self.proj(self.ln_post(t[:, 0]))
 
@@ -258,10 +279,23 @@ class TextTower(nn.Module):
 
     def forward(self, tokens: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, L) int64; embeddings (B, L, W) replaces ``self.token(tokens)`` if given."""
-        keep = tokens != self.pad_id  # (B, L)
+        return self.from_prefix(tokens, *self.prefix(tokens, embeddings))
+
+    def prefix(self, tokens: torch.Tensor, embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, L) → (block-0 input, block-0 output without hooks), each (B, L, width)."""
         emb = self.token(tokens) if embeddings is None else embeddings
         t = emb + self.pos[: tokens.shape[1]]
-        for blk in self.blocks:
+        return t, self.blocks[0].body(t, tokens != self.pad_id)
+
+    def prefix_parameters(self) -> list[torch.Tensor]:
+        """What :meth:`prefix` reads from token ids: a memo of it is valid while these are unchanged."""
+        return [*self.token.parameters(), self.pos, *self.blocks[0].parameters()]
+
+    def from_prefix(self, tokens: torch.Tensor, t: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        """The rest of :meth:`forward` from :meth:`prefix`'s two tensors (block 0's hooks run here) → (B, embed_dim)."""
+        keep = tokens != self.pad_id  # (B, L)
+        t = self.blocks[0](t, keep, y0)
+        for blk in self.blocks[1:]:
             t = blk(t, keep)
         t = self.ln_post(t)
         if self.pool == "eot":
