@@ -117,8 +117,19 @@ def method_family(method: str) -> str:
     return "reference" if method in REFERENCES else list(FAMILIES)[1]
 
 
-def t_band(values: Any, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t-interval over seeds (nan bounds for one seed)."""
+# The range each plotted metric can take (t_band cuts its intervals to it).
+ACCURACY_RANGE = (0.0, 100.0)
+RATE_RANGE = (0.0, 1.0)
+
+
+def t_band(values: Any, confidence: float = 0.95,
+           bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """Mean and two-sided t-interval over seeds (nan bounds for one seed).
+
+    ``bounds``: the range the metric can take (accuracy 0–100, a fusion rate 0–1). A mean of such
+    values lies in it, so the part of a symmetric t-interval beyond it (3 seeds, a wide spread) is
+    impossible and is cut off; the figures' titles say so.
+    """
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
@@ -129,14 +140,17 @@ def t_band(values: Any, confidence: float = 0.95) -> tuple[float, float, float]:
     if len(x) < 2:
         return m, math.nan, math.nan
     half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return m, m - half, m + half
+    lo, hi = m - half, m + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return m, lo, hi
 
 
 def curve_summary(data: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Per (panel, method, step): mean accuracy over seeds with its t-interval (``lo``, ``hi``) and n."""
+    """Per (panel, method, step): mean accuracy over seeds with its t-interval (``lo``, ``hi``; cut to 0–100) and n."""
     rows = []
     for (panel, method, step), g in data.groupby(["panel", "method", "step"]):
-        m, lo, hi = t_band(g["acc"], confidence)
+        m, lo, hi = t_band(g["acc"], confidence, ACCURACY_RANGE)
         rows.append({"panel": panel, "method": method, "step": int(step), "mean": m, "lo": lo, "hi": hi,
                      "n": int(g["acc"].notna().sum())})
     return pd.DataFrame(rows, columns=["panel", "method", "step", "mean", "lo", "hi", "n"])
@@ -196,7 +210,7 @@ def accuracy_curves(runs: pd.DataFrame, steps: pd.DataFrame, default_th: str, de
                 _draw_curve(ax, sub[sub["method"] == "zeroshot"], "zeroshot", "", dashed=True)
             jp = joint[joint["panel"] == panel]
             if not jp.empty:
-                jm, jlo, jhi = t_band(pd.to_numeric(jp["last"], errors="coerce"), confidence)
+                jm, jlo, jhi = t_band(pd.to_numeric(jp["last"], errors="coerce"), confidence, ACCURACY_RANGE)
                 ax.axhline(jm, color=method_colour("joint"), ls=":", lw=1.6, zorder=4)
                 if not math.isnan(jlo):
                     ax.axhspan(jlo, jhi, color=method_colour("joint"), alpha=0.08, lw=0)
@@ -220,14 +234,15 @@ def accuracy_curves(runs: pd.DataFrame, steps: pd.DataFrame, default_th: str, de
         axes[-1, j].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2,
                            frameon=False, fontsize=7.5)
     conf = f"{confidence * 100:g} %"
-    fig.suptitle(title + f" (th={default_th}, α={default_alpha:g}; bands: {conf} t-interval over seeds)")
+    fig.suptitle(title + f" (th={default_th}, α={default_alpha:g}; bands: {conf} t-interval over seeds, within 0–100)")
     fig.tight_layout()
     return fig
 
 
 def _sweep(runs: pd.DataFrame, axis: str, metric: str, fixed: pd.Series, title: str, xlabel: str, ylabel: str,
-           order: list[str], confidence: float = 0.95) -> plt.Figure:
-    """mcil's ``metric`` against ``axis``: one line per (dataset, T), mean with a t-interval over seeds."""
+           order: list[str], bounds: tuple[float, float], confidence: float = 0.95) -> plt.Figure:
+    """mcil's ``metric`` against ``axis``: one line per (dataset, T), mean with a t-interval over seeds
+    (cut to ``bounds``, the metric's range)."""
     data = runs[(runs["method"] == "mcil") & fixed].copy() if not runs.empty else runs
     if data.empty or data[axis].nunique() < 2 or data[metric].notna().sum() == 0:
         return placeholder(title, f"needs mcil runs at two or more values of {xlabel}")
@@ -241,7 +256,7 @@ def _sweep(runs: pd.DataFrame, axis: str, metric: str, fixed: pd.Series, title: 
     width = 0.2 if len(series) > 1 else 0.0
     for k, (name, colour) in enumerate(zip(series, colours)):
         g = data[data["series"] == name]
-        pts = [(i, *t_band(pd.to_numeric(g.loc[g["x"] == x, metric], errors="coerce"), confidence))
+        pts = [(i, *t_band(pd.to_numeric(g.loc[g["x"] == x, metric], errors="coerce"), confidence, bounds))
                for i, x in enumerate(xs) if (g["x"] == x).any()]
         off = (k - (len(series) - 1) / 2) * width / max(len(series) - 1, 1)
         pos = [p[0] + off for p in pts]
@@ -263,7 +278,7 @@ def threshold_sweep(runs: pd.DataFrame, default_alpha: float) -> plt.Figure:
     fixed = np.isclose(runs["alpha"].astype(float), default_alpha) if not runs.empty else None
     order = th_order(runs["th"]) if not runs.empty else []
     return _sweep(runs, "th", "aia", fixed, f"AIA of mcil against the masking threshold (α={default_alpha:g}; 95 % t-interval over seeds)",
-                  "threshold th", "AIA (%)", order)
+                  "threshold th", "AIA (%)", order, ACCURACY_RANGE)
 
 
 def alpha_sweep(runs: pd.DataFrame, default_th: str) -> plt.Figure:
@@ -273,14 +288,14 @@ def alpha_sweep(runs: pd.DataFrame, default_th: str) -> plt.Figure:
     runs = runs.assign(alpha_label=runs["alpha"].map(lambda a: f"{float(a):g}"))
     order = sorted(runs["alpha_label"].unique(), key=float)
     return _sweep(runs, "alpha_label", "aia", fixed, f"AIA of mcil against the loss weight α (th={default_th}; 95 % t-interval over seeds)",
-                  "α", "AIA (%)", order)
+                  "α", "AIA (%)", order, ACCURACY_RANGE)
 
 
 def fusion_rate(runs: pd.DataFrame, default_alpha: float) -> plt.Figure:
     fixed = np.isclose(runs["alpha"].astype(float), default_alpha) if not runs.empty else None
     order = th_order(runs["th"]) if not runs.empty else []
-    return _sweep(runs, "th", "fusion_rate", fixed, "Fraction of test samples fused with audio (mcil; 95 % t-interval over seeds)",
-                  "threshold th", "fusion rate", order)
+    return _sweep(runs, "th", "fusion_rate", fixed, "Fraction of test samples fused with audio (mcil; 95 % t-interval, within 0–1)",
+                  "threshold th", "fusion rate", order, RATE_RANGE)
 
 
 def expert_usage_matrix(stats: dict[str, Any]) -> np.ndarray | None:

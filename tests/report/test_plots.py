@@ -40,6 +40,21 @@ def test_curve_band_is_a_95_t_interval_over_seeds():
     assert one[0] == 70.0 and math.isnan(one[1])
 
 
+def test_band_is_cut_to_the_metrics_range():
+    # 3 seeds with a wide spread: the symmetric interval of these fusion rates reaches below 0 and
+    # above 1, which no mean of fractions can; with bounds it ends at the range, the mean unchanged.
+    rates = [0.0, 0.05, 0.9]
+    m, lo, hi = plots.t_band(rates)
+    assert lo < 0 and hi > 1
+    mb, lob, hib = plots.t_band(rates, bounds=plots.RATE_RANGE)
+    assert (mb, lob, hib) == (m, 0.0, 1.0)
+    inside = plots.t_band([0.4, 0.5, 0.6], bounds=plots.RATE_RANGE)
+    assert inside == plots.t_band([0.4, 0.5, 0.6])
+    data = pd.DataFrame({"panel": "p", "method": "mcil", "step": 1, "acc": [100.0, 100.0, 60.0]})
+    c = plots.curve_summary(data).iloc[0]
+    assert c["hi"] == 100.0 and c["lo"] > 0
+
+
 def test_accuracy_curves_panels_per_family_and_joint_as_a_line(runs_root):
     for seed in (0, 1):
         write_run(runs_root, method="mcil", seed=seed, acc=[90.0, 70.0 + seed])
