@@ -144,6 +144,29 @@ def test_worker_pool_gives_the_same_bytes(tiny: Path, tmp_path: Path) -> None:
     assert _digests(pooled) == _digests(tiny)
 
 
+@pytest.mark.parametrize("regime", ["clean", "noisy"])
+def test_test_split_size_leaves_train_and_pretrain_samples_unchanged(regime: str, tmp_path: Path) -> None:
+    """The default's test split was resized (docs/synav.md, "Test split size") on this promise: the
+    train (so validation) and pre-training files, their manifest rows and corruptions do not move,
+    so neither the backbone nor the validation selection does; the test split is a new, larger draw."""
+    small = generate(tmp_path / "small", SynthConfig(regime=regime, seed=3, **TINY))
+    large = generate(tmp_path / "large", SynthConfig(regime=regime, seed=3, **{**TINY, "test_per_class": 5}))
+    a, b = _digests(small), _digests(large)
+    kept = [n for n in a if "/train/" in n or "/pretrain/" in n]
+    assert len(kept) == 2 * (6 * 3 + 24 * 1) and all(b[n] == a[n] for n in kept)  # PNG + WAV; 24 pre-training classes
+    test_a = [n for n in a if "/test/" in n]
+    assert len([n for n in b if "/test/" in n]) == 2 * 6 * 5 and len(test_a) == 2 * 6 * 2
+
+    def rows(root: Path, keep: bool) -> list[dict[str, str]]:
+        with open(root / "manifest.csv", newline="") as f:
+            return [r for r in csv.DictReader(f) if (r["split"] != "test") == keep]
+
+    assert rows(small, True) == rows(large, True)
+    # Class c's test samples are indices 2c, 2c+1 at 2 per class and 5c ... 5c+4 at 5: a new draw.
+    assert [r["sample_id"] for r in rows(large, False)][:2] == [r["sample_id"] for r in rows(small, False)][:2]
+    assert any(b[n] != a[n] for n in test_a)
+
+
 # --------------------------------------------------------------------------------- class design
 
 
