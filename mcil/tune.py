@@ -21,6 +21,14 @@ methods (the mean over them) and every later step's runs of *every* method use i
 method gets its own — every method that trains gets the same candidates, so none loses for lack of
 tuning. The score is validation AIA, or Last for one-task methods (joint).
 
+``extend: N`` (numeric grids only): a choice at the edge of its grid is not known to be an optimum —
+the score may go on rising past it — so the step adds the grid's next value beyond that edge
+(continuing its progression: 1e-4, 3e-4, … 3e-2 → 1e-1, 3e-1; 2, 4, 8 → 16) for the method whose
+choice is there, trains it and chooses again, at most ``N`` times per edge. ``best`` extends at both
+edges; ``flattened`` only past the last value (the curve is still rising by more than ``tolerance``
+there); its first value is the floor the spec sets (e.g. the shortest schedule worth calling training).
+Every method of a step gets the same rule, so none is cut off by where its grid happened to end.
+
 Runs go to ``OUT/runs/<step>/<method>/<key>=<value>_s<seed>-<hash>/result.json`` (hash: the run's
 full overrides) and are skipped when finished (a killed tune resumes) or when another step already
 made the same run (same hash: its result.json is copied); ``OUT/selection.{md,json}``
@@ -56,12 +64,18 @@ class TuneStep:
     pick: str = "best"          # best | flattened
     shared: bool = False
     tolerance: float = 1.0      # points, for pick=flattened
+    extend: int = 0             # candidates a step may add past an edge its choice sits on (per edge)
 
     def __post_init__(self) -> None:
         if self.pick not in ("best", "flattened"):
             raise UserError(f"tune step {self.name!r}: pick must be 'best' or 'flattened', got {self.pick!r}")
         if not self.values or not self.methods:
             raise UserError(f"tune step {self.name!r}: needs at least one value and one method")
+        if self.extend < 0:
+            raise UserError(f"tune step {self.name!r}: extend must be >= 0, got {self.extend}")
+        if self.extend and next_value(self.values, "up") is None:
+            raise UserError(f"tune step {self.name!r}: extend needs at least two positive numeric values in "
+                            f"increasing order (got {list(self.values)}); drop `extend` for this step")
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,55 @@ class TuneSpec:
 
 def _value_text(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v)
+
+
+def _number(text: str) -> float | None:
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    return x if x > 0 and x == x and x != float("inf") else None
+
+
+def next_value(values: tuple[str, ...] | list[str], direction: str) -> str | None:
+    """The grid's next candidate past its last (``up``) or first (``down``) value, or ``None``.
+
+    The grid must be positive numbers in increasing order. It is continued with the progression of
+    its last (first) two steps: ``x[-2] · x[-1] / x[-3]``, which continues a 1-3-10-30 grid (1e-2, 3e-2
+    → 1e-1) and a geometric one (2, 4, 8 → 16); with two values, their ratio. An integer grid stays
+    integer (``None`` when the next value is not a positive integer); other values are written with
+    one significant digit, in the grid's notation (``1e-1``, ``3e-5``; ``3``, ``0.03``).
+    """
+    nums = [_number(v) for v in values]
+    if len(nums) < 2 or any(x is None for x in nums) or any(b <= a for a, b in zip(nums, nums[1:])):
+        return None
+    seq = nums if direction == "up" else [1.0 / x for x in reversed(nums)]
+    nxt = seq[-1] * seq[-1] / seq[-2] if len(seq) == 2 else seq[-2] * seq[-1] / seq[-3]
+    x = nxt if direction == "up" else 1.0 / nxt
+    if all(v.lstrip("+").isdigit() for v in values):
+        r = round(x)
+        return str(r) if r >= 1 and abs(x - r) < 1e-9 * max(1.0, x) and str(r) not in values else None
+    if any("e" in v.lower() for v in values):
+        mantissa, exponent = f"{x:.0e}".split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    else:
+        text = f"{x:.1g}"
+    return text if text not in values else None
+
+
+def _edge_extension(values: list[str], scores: dict[str, float], step: TuneStep, added: dict[str, int]) -> tuple[str, str] | None:
+    """``(direction, value)`` to add to a method's candidates ``values`` (ordered), or ``None``."""
+    if not step.extend:
+        return None
+    chosen = pick_value(scores, tuple(values), step.pick, step.tolerance)
+    for direction, edge in (("up", values[-1]), ("down", values[0])):
+        if direction == "down" and step.pick != "best":
+            continue
+        if chosen == edge and len(values) > 1 and added[direction] < step.extend:
+            nxt = next_value(values, direction)
+            if nxt is not None:
+                return direction, nxt
+    return None
 
 
 def load_spec(path: str | Path) -> TuneSpec:
@@ -91,7 +154,8 @@ def load_spec(path: str | Path) -> TuneSpec:
         try:
             steps.append(TuneStep(name=s["name"], key=s["key"], values=tuple(_value_text(v) for v in s["values"]),
                                   methods=tuple(s["methods"]), pick=s.get("pick", "best"),
-                                  shared=bool(s.get("shared", False)), tolerance=float(s.get("tolerance", 1.0))))
+                                  shared=bool(s.get("shared", False)), tolerance=float(s.get("tolerance", 1.0)),
+                                  extend=int(s.get("extend", 0))))
         except KeyError as exc:
             raise UserError(f"{path}: steps[{i}] lacks {exc}; each step needs name, key, values, methods") from exc
     if not steps:
@@ -168,7 +232,6 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 
 
     import torch
 
-    from mcil.config import load_config
     from mcil.train import RESULT_FILE
 
     if jobs < 1:
@@ -186,49 +249,29 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 
     decisions: list[dict[str, Any]] = []
     try:
         for step in spec.steps:
-            # 1. every run of the step, at the choices of the steps before it
-            runs: list[tuple[str, str, int, Path, list[str]]] = []
-            for method in step.methods:
-                for value in step.values:
-                    for seed in spec.seeds:
-                        # A method's own starting values (fixed) win over the shared choices, its own choices over both.
-                        extra = {"method.name": method, **shared, **spec.fixed.get(method, {}), **chosen.get(method, {}),
-                                 step.key: value, "train_seed": seed, "scenario.order_seed": seed}
-                        overrides = _overrides(spec.base, extra)
-                        # The folder names the run's full overrides (hash), so a changed earlier choice or
-                        # base never reuses a result made under other settings.
-                        digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
-                        folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}-{digest}"
-                        runs.append((method, value, seed, folder, overrides))
-            # 2. train the unfinished ones (validation only), in parallel when asked; a run with the same
-            #    full overrides made by another step (each step's first candidate is usually the run the
-            #    step before chose) is the same deterministic run: its result is copied, not retrained.
-            for _, _, _, folder, _ in runs:
-                _reuse_same_run(out, folder)
-            todo = [r for r in runs if not (r[3] / RESULT_FILE).is_file()]
-            for *_, overrides in todo:
-                if load_config(None, overrides).data.eval_split != "val":
-                    raise UserError("tune: base must set data.eval_split=val (settings are chosen on "
-                                    "validation data, never on test)")
-            log.info("tune %s: %d runs, %d to train (%d at a time)", step.name, len(runs), len(todo), jobs)
-            if pool is None:
-                for method, value, seed, folder, overrides in todo:
-                    log.info("tune %s: %s %s=%s seed %d", step.name, method, step.key, value, seed)
-                    _train_one(overrides, str(folder), threads)
-            else:
-                futures = [pool.submit(_train_one, r[4], str(r[3]), threads or 1) for r in todo]
-                for f in concurrent.futures.as_completed(futures):
-                    f.result()  # a failed run fails the tune, naming its error
+            # Each method's candidates, in grid order: the step's values, plus any it adds past an edge.
+            candidates = {m: list(step.values) for m in step.methods}
+            added = {m: {"up": 0, "down": 0} for m in step.methods}
+            while True:
+                runs = _step_runs(spec, step, candidates, shared, chosen, out)
+                _train_runs(step, runs, out, pool, threads, jobs)
+                means = _step_means(runs)
+                extensions = _step_extensions(step, candidates, means, added)
+                if not extensions:
+                    break
+                for method, (direction, value) in extensions.items():
+                    log.info("tune %s: %s's choice is at the %s edge of %s; adding %s=%s", step.name, method,
+                             "upper" if direction == "up" else "lower", candidates[method], step.key, value)
+                    added[method][direction] += 1
+                    candidates[method] = ([value] if direction == "down" else []) + candidates[method] + (
+                        [value] if direction == "up" else [])
             # 3. score and choose
-            per_method: dict[str, dict[str, list[float]]] = {}
             for method, value, seed, folder, _ in runs:
                 result = json.loads((folder / RESULT_FILE).read_text())
-                per_method.setdefault(method, {}).setdefault(value, []).append(_score(result))
                 table.append({"step": step.name, "method": method, "key": step.key, "value": value,
                               "seed": seed, "val_score": _score(result),
                               "train_s": result["timings"]["train_s"]})
-            means = {m: {v: sum(x) / len(x) for v, x in d.items()} for m, d in per_method.items()}
-            _decide(step, means, shared, chosen, decisions)
+            _decide(step, means, candidates, shared, chosen, decisions)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -240,28 +283,142 @@ def run_tune(spec: TuneSpec, out: Path, threads: int | None = None, jobs: int = 
     return selection
 
 
+def _step_runs(
+    spec: TuneSpec,
+    step: TuneStep,
+    candidates: dict[str, list[str]],
+    shared: dict[str, str],
+    chosen: dict[str, dict[str, str]],
+    out: Path,
+) -> list[tuple[str, str, int, Path, list[str]]]:
+    """1. every run of the step, at the choices of the steps before it: (method, value, seed, folder, overrides)."""
+    runs = []
+    for method in step.methods:
+        for value in candidates[method]:
+            for seed in spec.seeds:
+                # A method's own starting values (fixed) win over the shared choices, its own choices over both.
+                extra = {"method.name": method, **shared, **spec.fixed.get(method, {}), **chosen.get(method, {}),
+                         step.key: value, "train_seed": seed, "scenario.order_seed": seed}
+                overrides = _overrides(spec.base, extra)
+                # The folder names the run's full overrides (hash), so a changed earlier choice or
+                # base never reuses a result made under other settings.
+                digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+                folder = out / "runs" / step.name / method / f"{step.key}={value}_s{seed}-{digest}"
+                runs.append((method, value, seed, folder, overrides))
+    return runs
+
+
+def _train_runs(step: TuneStep, runs: list[tuple[str, str, int, Path, list[str]]], out: Path, pool: Any,
+                threads: int | None, jobs: int) -> None:
+    """2. train the unfinished runs (validation only), in parallel when asked.
+
+    A run with the same full overrides made by another step (each step's first candidate is usually
+    the run the step before chose) is the same deterministic run: its result is copied, not retrained.
+    """
+    import concurrent.futures
+
+    from mcil.config import load_config
+    from mcil.train import RESULT_FILE
+
+    for _, _, _, folder, _ in runs:
+        _reuse_same_run(out, folder)
+    todo = [r for r in runs if not (r[3] / RESULT_FILE).is_file()]
+    for *_, overrides in todo:
+        if load_config(None, overrides).data.eval_split != "val":
+            raise UserError("tune: base must set data.eval_split=val (settings are chosen on "
+                            "validation data, never on test)")
+    log.info("tune %s: %d runs, %d to train (%d at a time)", step.name, len(runs), len(todo), jobs)
+    if pool is None:
+        for method, value, seed, folder, overrides in todo:
+            log.info("tune %s: %s %s=%s seed %d", step.name, method, step.key, value, seed)
+            _train_one(overrides, str(folder), threads)
+    else:
+        futures = [pool.submit(_train_one, r[4], str(r[3]), threads or 1) for r in todo]
+        for f in concurrent.futures.as_completed(futures):
+            f.result()  # a failed run fails the tune, naming its error
+
+
+def _step_means(runs: list[tuple[str, str, int, Path, list[str]]]) -> dict[str, dict[str, float]]:
+    """method → value → mean validation score over the seeds."""
+    from mcil.train import RESULT_FILE
+
+    per_method: dict[str, dict[str, list[float]]] = {}
+    for method, value, _, folder, _ in runs:
+        result = json.loads((folder / RESULT_FILE).read_text())
+        per_method.setdefault(method, {}).setdefault(value, []).append(_score(result))
+    return {m: {v: sum(x) / len(x) for v, x in d.items()} for m, d in per_method.items()}
+
+
+def _shared_mean(step: TuneStep, per_method: dict[str, dict[str, float]], values: list[str]) -> dict[str, float]:
+    return {v: sum(per_method[m][v] for m in step.methods) / len(step.methods) for v in values}
+
+
+def _step_extensions(
+    step: TuneStep,
+    candidates: dict[str, list[str]],
+    per_method: dict[str, dict[str, float]],
+    added: dict[str, dict[str, int]],
+) -> dict[str, tuple[str, str]]:
+    """method → (direction, value) for every method whose choice sits on an edge it may extend.
+
+    A shared step decides on the mean over its methods and extends all of them together.
+    """
+    if not step.extend:
+        return {}
+    if step.shared:
+        first = step.methods[0]
+        ext = _edge_extension(candidates[first], _shared_mean(step, per_method, candidates[first]), step, added[first])
+        return {m: ext for m in step.methods} if ext else {}
+    out = {}
+    for method in step.methods:
+        ext = _edge_extension(candidates[method], per_method[method], step, added[method])
+        if ext:
+            out[method] = ext
+    return out
+
+
 def _decide(
     step: TuneStep,
     per_method: dict[str, dict[str, float]],
+    candidates: dict[str, list[str]],
     shared: dict[str, str],
     chosen: dict[str, dict[str, str]],
     decisions: list[dict[str, Any]],
 ) -> None:
     """Record the step's choice: one value for all its methods (``shared``) or one per method."""
     if step.shared:
-        mean = {v: sum(per_method[m][v] for m in step.methods) / len(step.methods) for v in step.values}
-        value = pick_value(mean, step.values, step.pick, step.tolerance)
+        values = candidates[step.methods[0]]
+        mean = _shared_mean(step, per_method, values)
+        value = pick_value(mean, tuple(values), step.pick, step.tolerance)
         shared[step.key] = value
         for method in step.methods:
             chosen.setdefault(method, {})[step.key] = value
         decisions.append({"step": step.name, "key": step.key, "methods": list(step.methods), "value": value,
-                          "scores": mean, "pick": step.pick})
+                          "scores": mean, "pick": step.pick, "extended": _added(step, values)})
     else:
         for method in step.methods:
-            value = pick_value(per_method[method], step.values, step.pick, step.tolerance)
+            values = candidates[method]
+            value = pick_value(per_method[method], tuple(values), step.pick, step.tolerance)
             chosen.setdefault(method, {})[step.key] = value
             decisions.append({"step": step.name, "key": step.key, "methods": [method], "value": value,
-                              "scores": per_method[method], "pick": step.pick})
+                              "scores": {v: per_method[method][v] for v in values}, "pick": step.pick,
+                              "extended": _added(step, values)})
+
+
+def _added(step: TuneStep, values: list[str]) -> list[str]:
+    return [v for v in values if v not in step.values]
+
+
+def _columns(decisions: list[dict[str, Any]]) -> list[str]:
+    """A step table's candidate columns: its grid, with any extension at the end it extends."""
+    cols = list(decisions[0]["scores"])
+    for d in decisions[1:]:
+        for v in d["scores"]:
+            if v not in cols:
+                cols.append(v)
+    if any(d.get("extended") for d in decisions):
+        cols.sort(key=lambda v: float(v))   # extended steps are numeric grids (TuneStep checks it)
+    return cols
 
 
 def selection_markdown(selection: dict[str, Any]) -> str:
@@ -274,14 +431,20 @@ def selection_markdown(selection: dict[str, Any]) -> str:
         steps.setdefault(d["step"], []).append(d)
     for name, decisions in steps.items():
         key = decisions[0]["key"]
-        values = list(decisions[0]["scores"])
+        values = _columns(decisions)
         lines += [f"## {name}: `{key}` ({decisions[0]['pick']})", "",
                   "| methods | " + " | ".join(values) + " | chosen |",
                   "|---|" + "---|" * (len(values) + 1)]
         for d in decisions:
-            cells = [f"**{d['scores'][v]:.1f}**" if v == d["value"] else f"{d['scores'][v]:.1f}" for v in values]
+            cells = ["–" if v not in d["scores"] else f"**{d['scores'][v]:.1f}**" if v == d["value"]
+                     else f"{d['scores'][v]:.1f}" for v in values]
             lines.append(f"| {', '.join(d['methods'])} | " + " | ".join(cells) + f" | {d['value']} |")
         lines.append("")
+        grown = [d for d in decisions if d.get("extended")]
+        if grown:
+            lines += ["Grid extended past an edge where a choice sat on it (`extend`): "
+                      + "; ".join(f"{', '.join(d['methods'])}: {', '.join(d['extended'])}" for d in grown)
+                      + "; – not run (no choice sat on that edge).", ""]
     if selection.get("shared"):
         lines += ["Chosen by shared steps (every later run starts from these; a method's own later choice wins): "
                   + ", ".join(f"`{k}={v}`" for k, v in selection["shared"].items()), ""]

@@ -132,3 +132,86 @@ def test_a_run_another_step_already_made_is_reused_not_retrained(tmp_path, tiny_
     [orig] = (tmp_path / "out").glob("runs/schedule/finetune/optim.epochs=1_s0-*/result.json")
     assert copy.read_text() == orig.read_text() and copy.parent.name.split("-")[-1] == orig.parent.name.split("-")[-1]
     assert {r["value"] for r in sel["runs"] if r["step"] == "lr"} == {"1e-3", "1e-1"}
+
+
+def test_next_value_continues_the_grid_progression():
+    lrs = ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2"]
+    assert tune.next_value(lrs, "up") == "1e-1" and tune.next_value([*lrs, "1e-1"], "up") == "3e-1"
+    assert tune.next_value(lrs, "down") == "3e-5" and tune.next_value(["3e-5", *lrs], "down") == "1e-5"
+    assert tune.next_value(["2", "4", "8"], "up") == "16" and tune.next_value(["2", "4", "8"], "down") == "1"
+    assert tune.next_value(["1", "2"], "down") is None                      # 0.5 epochs: not an integer
+    assert tune.next_value(["0.1", "0.3", "1.0"], "down") == "0.03"
+    assert tune.next_value(["64", "16"], "up") is None                      # not increasing
+    assert tune.next_value(["grad-norm", "none"], "up") is None
+    with pytest.raises(UserError, match="extend needs at least two positive numeric values"):
+        tune.TuneStep(name="b", key="optim.batch_size", values=("64", "16"), methods=("joint",), extend=1)
+
+
+def _fake_training(monkeypatch, score):
+    """Replace training by a result.json whose validation AIA is ``score(method, key=value overrides)``."""
+    trained = []
+
+    def fake(overrides, folder, threads):
+        kv = dict(o.split("=", 1) for o in overrides)
+        path = tune.Path(folder) / "result.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aia = float(score(kv["method.name"], kv))
+        path.write_text(json.dumps({"metrics": {"aia": aia, "last": aia}, "accuracy_matrix": [[aia], [aia, aia]],
+                                    "timings": {"train_s": 0.0}}))
+        trained.append(folder)
+        return str(path)
+
+    monkeypatch.setattr(tune, "_train_one", fake)
+    return trained
+
+
+def test_a_choice_at_the_edge_of_its_grid_extends_the_grid(tmp_path, tiny_env, monkeypatch):
+    """lr keeps rising for finetune (two extensions, then the cap), peaks inside the grid for lwf (none);
+    an epoch curve still rising at its end grows, one falling from its start never goes below its floor."""
+    import math
+
+    import yaml
+
+    def score(method, kv):
+        lr, epochs = math.log10(float(kv["optim.lr"])), int(kv["optim.epochs"])
+        if method == "finetune":
+            return 50 + 5 * lr + epochs            # rises with lr and with length
+        return 60 - abs(lr + 3.5) - epochs          # lwf: best lr 3e-4, shortest length best
+
+    trained = _fake_training(monkeypatch, score)
+    spec = yaml.safe_load(_spec(tmp_path, tiny_env).read_text())
+    spec["steps"] = [
+        {"name": "lr", "key": "optim.lr", "values": ["1e-4", "3e-4", "1e-3"], "methods": ["finetune", "lwf"],
+         "extend": 2},
+        {"name": "length", "key": "optim.epochs", "values": [2, 4], "methods": ["finetune", "lwf"],
+         "pick": "flattened", "tolerance": 1.0, "extend": 1},
+    ]
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sel = tune.run_tune(tune.load_spec(path), tmp_path / "out")
+    assert sel["chosen"]["finetune"] == {"optim.lr": "1e-2", "optim.epochs": "8"}
+    assert sel["chosen"]["lwf"] == {"optim.lr": "3e-4", "optim.epochs": "2"}
+    by_step = {(d["step"], d["methods"][0]): d for d in sel["decisions"]}
+    assert by_step["lr", "finetune"]["extended"] == ["3e-3", "1e-2"] and by_step["lr", "lwf"]["extended"] == []
+    assert list(by_step["lr", "finetune"]["scores"]) == ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"]
+    assert by_step["length", "finetune"]["extended"] == ["8"] and by_step["length", "lwf"]["extended"] == []
+    assert len(trained) == (5 + 3) + (3 + 2)          # no run of lwf past its grid, no length below 2
+    md = (tmp_path / "out" / "selection.md").read_text()
+    # the lr step runs at the base's 1 epoch: finetune 51 + 5 log10(lr), lwf 59 - |log10(lr) + 3.5|
+    assert "| finetune | 31.0 | 33.4 | 36.0 | 38.4 | **41.0** | 1e-2 |" in md
+    assert "| lwf | 58.5 | **59.0** | 58.5 | – | – | 3e-4 |" in md
+    assert "Grid extended past an edge" in md and "finetune: 3e-3, 1e-2" in md
+
+
+def test_a_shared_step_extends_all_its_methods_together(tmp_path, tiny_env, monkeypatch):
+    import yaml
+
+    _fake_training(monkeypatch, lambda method, kv: 40 + 3 * int(kv["optim.epochs"]) + (method == "lwf"))
+    spec = yaml.safe_load(_spec(tmp_path, tiny_env).read_text())
+    spec["steps"] = [{"name": "schedule", "key": "optim.epochs", "values": [1, 2], "methods": ["finetune", "lwf"],
+                      "pick": "flattened", "shared": True, "tolerance": 1.0, "extend": 1}]
+    path = tmp_path / "shared.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sel = tune.run_tune(tune.load_spec(path), tmp_path / "out")
+    assert sel["shared"] == {"optim.epochs": "4"}
+    assert sel["decisions"][0]["extended"] == ["4"] and list(sel["decisions"][0]["scores"]) == ["1", "2", "4"]
