@@ -492,13 +492,23 @@ def _dataset_markdown(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _weights_hash(bb: dict[str, Any]) -> str:
+    """The hash a reader compares across machines: the weights' content hash where the checkpoint
+    records one (tiny: the same for every build of the same backbone, while the file's hash changes
+    with the pre-training timings stored beside the weights), else the file's."""
+    state = bb.get("state_sha256")
+    if state:
+        return f"weights sha256 {str(state)[:12]}…, file sha256 {str(bb.get('sha256'))[:12]}…"
+    return f"sha256 {str(bb.get('sha256'))[:12]}…"
+
+
 def calibration_markdown(result: dict[str, Any]) -> str:
     """The calibration table of :func:`run_cli`'s result: one section per dataset."""
     bb = result["backbone"]
     lines = [
         "# Calibration: data and frozen backbone",
         "",
-        f"Backbone `{bb['name']}` (`{bb['checkpoint']}`, sha256 {str(bb.get('sha256'))[:12]}…). "
+        f"Backbone `{bb['name']}` (`{bb['checkpoint']}`, {_weights_hash(bb)}). "
         "No method is involved; every number is on the incremental classes, fitted on train and "
         "measured on test. What each number means: docs/synav.md, section \"Calibration\".",
     ]
@@ -564,7 +574,8 @@ def run_cli(args: argparse.Namespace) -> int:
         datasets.append(d)
     result = {
         "backbone": {"name": args.backbone_name, "checkpoint": str(args.backbone),
-                     "sha256": getattr(backbone, "checkpoint_sha256", None)},
+                     "sha256": getattr(backbone, "checkpoint_sha256", None),
+                     "state_sha256": (getattr(backbone, "pretrain_info", None) or {}).get("state_sha256")},
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
         "datasets": datasets,
         "command": _command(args),

@@ -160,6 +160,10 @@ def test_cli_writes_one_section_per_dataset(tiny_env, tmp_path, capsys):
     assert "corruption" not in clean["r"] and clean["corrupted_test"] == 0
     assert noisy["corrupted_test"] > 0 and "all corrupted" in noisy["r"]["corruption"]
     assert "by_corruption" in noisy["features"]["fused"]
+    # the header names the weights' content hash, which a rebuild of the same backbone reproduces
+    # (the file's hash does not: the checkpoint stores pre-training timings)
+    state = torch.load(tiny_env.checkpoint, weights_only=False)["pretrain"]["state_sha256"]
+    assert result["backbone"]["state_sha256"] == state and f"weights sha256 {state[:12]}…" in md
     # zero-shot is the very number pretrain's zero-shot table reports (one implementation of prompts and fusion)
     backbone = build_backbone("tiny", tiny_env.checkpoint)
     zs = zeroshot_table(backbone, tiny_env.data_root, tiny_env.cache_dir)["accuracy"]
