@@ -32,7 +32,8 @@ Every method of a step gets the same rule, so none is cut off by where its grid 
 Runs go to ``OUT/runs/<step>/<method>/<key>=<value>_s<seed>-<hash>/result.json`` (hash: the run's
 full overrides) and are skipped when finished (a killed tune resumes) or when another step already
 made the same run (same hash: its result.json is copied); ``OUT/selection.{md,json}``
-are written last, atomically. A step's runs are independent of each other, so ``jobs > 1`` trains
+are written last, atomically. selection.md gives each choice's margin over its strongest rival seed
+by seed (:func:`seed_margins`), so a reader sees which choices the validation split resolves. A step's runs are independent of each other, so ``jobs > 1`` trains
 them in that many worker processes (one torch thread each unless ``threads`` says otherwise); the
 choices do not depend on ``jobs`` (each run is deterministic given its overrides).
 """
@@ -52,7 +53,7 @@ from mcil.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TuneStep", "TuneSpec", "load_spec", "pick_value", "run_tune", "selection_markdown"]
+__all__ = ["TuneStep", "TuneSpec", "load_spec", "pick_value", "run_tune", "seed_margins", "selection_markdown"]
 
 
 @dataclass(frozen=True)
@@ -421,11 +422,65 @@ def _columns(decisions: list[dict[str, Any]]) -> list[str]:
     return cols
 
 
+def seed_margins(selection: dict[str, Any], decision: dict[str, Any]) -> tuple[str, dict[int, float]] | None:
+    """The chosen value's validation score minus its strongest rival's, seed by seed.
+
+    Why: a step decides on the mean over seeds, and two seeds of a small validation split can agree
+    or disagree on that ranking; the per-seed margins say which choices the split resolves. The rival
+    is the candidate with the highest mean other than the chosen one (for a ``flattened`` pick that
+    is usually the best, so the margin is negative and within the tolerance). A shared step's
+    per-seed score is the mean over its methods at that seed. Returns ``(rival, {seed: margin})``,
+    or None for a step with one candidate.
+    """
+    others = [v for v in decision["scores"] if v != decision["value"]]
+    if not others:
+        return None
+    rival = max(others, key=lambda v: decision["scores"][v])
+    per_seed: dict[str, dict[int, list[float]]] = {}
+    for r in selection["runs"]:
+        if r["step"] == decision["step"] and r["method"] in decision["methods"]:
+            per_seed.setdefault(r["value"], {}).setdefault(int(r["seed"]), []).append(float(r["val_score"]))
+    chosen, other = per_seed.get(decision["value"], {}), per_seed.get(rival, {})
+    seeds = sorted(set(chosen) & set(other))
+    return rival, {s: sum(chosen[s]) / len(chosen[s]) - sum(other[s]) / len(other[s]) for s in seeds}
+
+
+def _margin_cell(margins: tuple[str, dict[int, float]] | None) -> str:
+    if margins is None or not margins[1]:
+        return "–"
+    rival, per_seed = margins
+    return " / ".join(f"{m:+.1f}" for m in per_seed.values()) + f" (vs {rival})"
+
+
+def _agreement_lines(selection: dict[str, Any]) -> list[str]:
+    """Which choices every seed ranks the same way against their rival, and which not."""
+    split: list[str] = []
+    n = 0
+    for d in selection["decisions"]:
+        margins = seed_margins(selection, d)
+        if margins is None or len(margins[1]) < 2:
+            continue
+        n += 1
+        values = list(margins[1].values())
+        if not (all(m > 0 for m in values) or all(m < 0 for m in values)):   # a tie counts as unresolved
+            split.append(f"{d['step']} {', '.join(d['methods'])} ({d['value']} vs {margins[0]})")
+    if not n:
+        return []
+    agree = n - len(split)
+    text = (f"Seeds agree on the sign of the chosen value's margin over its rival in {agree} of {n} choices"
+            + (f"; they disagree in {len(split)}, which this validation split does not resolve: "
+               + "; ".join(split) if split else "") + ".")
+    return [text, ""]
+
+
 def selection_markdown(selection: dict[str, Any]) -> str:
-    """One table per step: validation score per (method, candidate), the chosen value in bold."""
+    """One table per step: validation score per (method, candidate), the chosen value in bold, and the
+    chosen value's margin over its strongest rival in each seed."""
     lines = ["# Settings chosen on the validation split", "",
              f"Validation AIA (Last for one-task runs) over seeds {selection['seeds']}; test accuracy is never "
-             "read. `mcil tune` (docs/tuning.md).", ""]
+             "read. `mcil tune` (docs/tuning.md). *Margin per seed*: the chosen value's score minus its "
+             "rival's (the other candidate with the highest mean), seed by seed.", ""]
+    lines += _agreement_lines(selection)
     steps: dict[str, list[dict[str, Any]]] = {}
     for d in selection["decisions"]:
         steps.setdefault(d["step"], []).append(d)
@@ -433,12 +488,13 @@ def selection_markdown(selection: dict[str, Any]) -> str:
         key = decisions[0]["key"]
         values = _columns(decisions)
         lines += [f"## {name}: `{key}` ({decisions[0]['pick']})", "",
-                  "| methods | " + " | ".join(values) + " | chosen |",
-                  "|---|" + "---|" * (len(values) + 1)]
+                  "| methods | " + " | ".join(values) + " | chosen | margin per seed |",
+                  "|---|" + "---|" * (len(values) + 2)]
         for d in decisions:
             cells = ["–" if v not in d["scores"] else f"**{d['scores'][v]:.1f}**" if v == d["value"]
                      else f"{d['scores'][v]:.1f}" for v in values]
-            lines.append(f"| {', '.join(d['methods'])} | " + " | ".join(cells) + f" | {d['value']} |")
+            lines.append(f"| {', '.join(d['methods'])} | " + " | ".join(cells)
+                         + f" | {d['value']} | {_margin_cell(seed_margins(selection, d))} |")
         lines.append("")
         grown = [d for d in decisions if d.get("extended")]
         if grown:

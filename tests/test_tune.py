@@ -215,3 +215,33 @@ def test_a_shared_step_extends_all_its_methods_together(tmp_path, tiny_env, monk
     sel = tune.run_tune(tune.load_spec(path), tmp_path / "out")
     assert sel["shared"] == {"optim.epochs": "4"}
     assert sel["decisions"][0]["extended"] == ["4"] and list(sel["decisions"][0]["scores"]) == ["1", "2", "4"]
+
+
+def _selection(runs, decisions):
+    return {"seeds": [0, 1], "base": {}, "shared": {}, "chosen": {}, "decisions": decisions,
+            "runs": [{"step": st, "method": m, "key": "optim.lr", "value": v, "seed": s, "val_score": x, "train_s": 1.0}
+                     for st, m, v, s, x in runs]}
+
+
+def test_seed_margins_compare_the_choice_with_its_strongest_rival_seed_by_seed():
+    runs = [("lr", "a", "1", 0, 80.0), ("lr", "a", "1", 1, 70.0),      # mean 75: chosen
+            ("lr", "a", "2", 0, 78.0), ("lr", "a", "2", 1, 71.0),      # mean 74.5: the rival
+            ("lr", "a", "3", 0, 10.0), ("lr", "a", "3", 1, 10.0),
+            ("lr", "b", "1", 0, 50.0), ("lr", "b", "1", 1, 52.0),      # another method of the step: not mixed in
+            ("lr", "b", "2", 0, 40.0), ("lr", "b", "2", 1, 41.0)]
+    dec_a = {"step": "lr", "key": "optim.lr", "methods": ["a"], "value": "1", "pick": "best",
+             "scores": {"1": 75.0, "2": 74.5, "3": 10.0}}
+    dec_b = {"step": "lr", "key": "optim.lr", "methods": ["b"], "value": "1", "pick": "best",
+             "scores": {"1": 51.0, "2": 40.5}}
+    sel = _selection(runs, [dec_a, dec_b])
+    assert tune.seed_margins(sel, dec_a) == ("2", {0: 2.0, 1: -1.0})
+    assert tune.seed_margins(sel, dec_b) == ("2", {0: 10.0, 1: 11.0})
+    # A shared step scores a seed by the mean over its methods at that seed.
+    shared = {**dec_a, "methods": ["a", "b"], "scores": {"1": 63.0, "2": 57.5}}
+    assert tune.seed_margins(sel, shared) == ("2", {0: 6.0, 1: 5.0})
+    assert tune.seed_margins(sel, {**dec_a, "scores": {"1": 75.0}}) is None   # one candidate: no rival
+    md = tune.selection_markdown(sel)
+    assert "| a | **75.0** | 74.5 | 10.0 | 1 | +2.0 / -1.0 (vs 2) |" in md
+    assert "| b | **51.0** | 40.5 | – | 1 | +10.0 / +11.0 (vs 2) |" in md
+    assert "agree on the sign of the chosen value's margin over its rival in 1 of 2 choices" in md
+    assert "does not resolve: lr a (1 vs 2)." in md
