@@ -422,7 +422,10 @@ def _columns(decisions: list[dict[str, Any]]) -> list[str]:
     return cols
 
 
-def seed_margins(selection: dict[str, Any], decision: dict[str, Any]) -> tuple[str, dict[int, float]] | None:
+Margins = tuple[str, dict[int, float]] | None   # (rival, {seed: chosen minus rival}); None: no rival
+
+
+def seed_margins(selection: dict[str, Any], decision: dict[str, Any]) -> Margins:
     """The chosen value's validation score minus its strongest rival's, seed by seed.
 
     Why: a step decides on the mean over seeds, and two seeds of a small validation split can agree
@@ -445,19 +448,21 @@ def seed_margins(selection: dict[str, Any], decision: dict[str, Any]) -> tuple[s
     return rival, {s: sum(chosen[s]) / len(chosen[s]) - sum(other[s]) / len(other[s]) for s in seeds}
 
 
-def _margin_cell(margins: tuple[str, dict[int, float]] | None) -> str:
+def _margin_cell(margins: Margins) -> str:
     if margins is None or not margins[1]:
         return "–"
     rival, per_seed = margins
     return " / ".join(f"{m:+.1f}" for m in per_seed.values()) + f" (vs {rival})"
 
 
-def _agreement_lines(selection: dict[str, Any]) -> list[str]:
-    """Which choices every seed ranks the same way against their rival, and which not."""
+def _agreement_lines(rows: list[tuple[dict[str, Any], Margins]]) -> list[str]:
+    """Which choices every seed ranks the same way against their rival, and which not.
+
+    ``rows`` pairs each decision with its :func:`seed_margins`.
+    """
     split: list[str] = []
     n = 0
-    for d in selection["decisions"]:
-        margins = seed_margins(selection, d)
+    for d, margins in rows:
         if margins is None or len(margins[1]) < 2:
             continue
         n += 1
@@ -480,21 +485,23 @@ def selection_markdown(selection: dict[str, Any]) -> str:
              f"Validation AIA (Last for one-task runs) over seeds {selection['seeds']}; test accuracy is never "
              "read. `mcil tune` (docs/tuning.md). *Margin per seed*: the chosen value's score minus its "
              "rival's (the other candidate with the highest mean), seed by seed.", ""]
-    lines += _agreement_lines(selection)
-    steps: dict[str, list[dict[str, Any]]] = {}
-    for d in selection["decisions"]:
-        steps.setdefault(d["step"], []).append(d)
-    for name, decisions in steps.items():
+    rows = [(d, seed_margins(selection, d)) for d in selection["decisions"]]
+    lines += _agreement_lines(rows)
+    steps: dict[str, list[tuple[dict[str, Any], Margins]]] = {}
+    for d, margins in rows:
+        steps.setdefault(d["step"], []).append((d, margins))
+    for name, step_rows in steps.items():
+        decisions = [d for d, _ in step_rows]
         key = decisions[0]["key"]
         values = _columns(decisions)
         lines += [f"## {name}: `{key}` ({decisions[0]['pick']})", "",
                   "| methods | " + " | ".join(values) + " | chosen | margin per seed |",
                   "|---|" + "---|" * (len(values) + 2)]
-        for d in decisions:
+        for d, margins in step_rows:
             cells = ["–" if v not in d["scores"] else f"**{d['scores'][v]:.1f}**" if v == d["value"]
                      else f"{d['scores'][v]:.1f}" for v in values]
             lines.append(f"| {', '.join(d['methods'])} | " + " | ".join(cells)
-                         + f" | {d['value']} | {_margin_cell(seed_margins(selection, d))} |")
+                         + f" | {d['value']} | {_margin_cell(margins)} |")
         lines.append("")
         grown = [d for d in decisions if d.get("extended")]
         if grown:
