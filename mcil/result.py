@@ -24,7 +24,8 @@ from mcil.atomic import atomic_write_text
 from mcil.config import config_to_dict
 from mcil.lock import lock_sha256
 
-__all__ = ["RESULT_FILE", "SCHEMA_VERSION", "build_result", "json_clean", "write_result", "git_info", "peak_memory_mb"]
+__all__ = ["RESULT_FILE", "SCHEMA_VERSION", "build_result", "cpu_model", "json_clean", "write_result", "git_info",
+           "peak_memory_mb"]
 
 RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
@@ -122,6 +123,7 @@ def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learn
             "torch": torch.__version__,
             "lock_sha256": lock_sha256(),
             "platform": platform.platform(),
+            "cpu": cpu_model(),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "backbone": cfg.backbone.name,
             "backbone_sha256": getattr(backbone, "checkpoint_sha256", None),
@@ -174,6 +176,24 @@ def git_info() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": "unknown", "git_dirty": None}
     return {"git_sha": sha or "unknown", "git_dirty": dirty if sha else None}
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name ("AMD EPYC 7B13"): ``model name`` of Linux's ``cpuinfo``, else what
+    :mod:`platform` knows.
+
+    Why: CPU kernels are chosen per instruction set, so the same code, lock and seed give other float32
+    numbers (and another pre-trained tiny backbone) on another CPU family; a result says which it came
+    from (docs/environment.md, "Numbers across CPUs").
+    """
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def peak_memory_mb(device: torch.device) -> float:
