@@ -24,8 +24,8 @@ from mcil.atomic import atomic_write_text
 from mcil.config import config_to_dict
 from mcil.lock import lock_sha256
 
-__all__ = ["RESULT_FILE", "SCHEMA_VERSION", "build_result", "cpu_model", "json_clean", "write_result", "git_info",
-           "peak_memory_mb"]
+__all__ = ["RESULT_FILE", "SCHEMA_VERSION", "build_result", "cpu_model", "cpu_signature", "json_clean",
+           "write_result", "git_info", "peak_memory_mb"]
 
 RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
@@ -124,6 +124,7 @@ def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learn
             "lock_sha256": lock_sha256(),
             "platform": platform.platform(),
             "cpu": cpu_model(),
+            "cpu_signature": cpu_signature(),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "backbone": cfg.backbone.name,
             "backbone_sha256": getattr(backbone, "checkpoint_sha256", None),
@@ -178,22 +179,61 @@ def git_info() -> dict[str, Any]:
     return {"git_sha": sha or "unknown", "git_dirty": dirty if sha else None}
 
 
+def _cpuinfo_fields(cpuinfo: str | Path) -> dict[str, str]:
+    """Key → value of the first processor block of Linux's ``cpuinfo`` ({} when it cannot be read)."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break          # the first processor's block is enough: a host's cores are alike
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """The CPU's model name ("AMD EPYC 7B13"): ``model name`` of Linux's ``cpuinfo``, else what
     :mod:`platform` knows.
 
     Why: CPU kernels are chosen per instruction set, so the same code, lock and seed give other float32
-    numbers (and another pre-trained tiny backbone) on another CPU family; a result says which it came
-    from (docs/environment.md, "Numbers across CPUs").
+    numbers (and another pre-trained tiny backbone) on another CPU; a result says which it came
+    from (docs/environment.md, "Numbers across CPUs"). Two hosts may share a model name ("AMD EPYC")
+    and still differ: :func:`cpu_signature` tells them apart.
     """
-    try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            key, sep, value = line.partition(":")
-            if sep and key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    name = _cpuinfo_fields(cpuinfo).get("model name")
+    return name or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_signature(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """What picks the CPU kernels' arithmetic beyond the model name: ``cpuinfo``'s vendor, family,
+    model and stepping (None where the file or the field is absent, as on aarch64 or macOS) and
+    ``isa``, the instruction set PyTorch's own kernels dispatch to on this host
+    (:func:`torch.backends.cpu.get_cpu_capability`: "AVX512", "AVX2", "DEFAULT", ...).
+
+    Why: hosts that share a model name ("AMD EPYC") pre-trained different tiny backbones from the
+    same commit and seed (docs/environment.md, "Numbers across CPUs").
+    """
+    fields = _cpuinfo_fields(cpuinfo)
+
+    def number(key: str) -> int | None:
+        try:
+            return int(fields[key])
+        except (KeyError, ValueError):
+            return None
+
+    return {
+        "vendor": fields.get("vendor_id") or None,
+        "family": number("cpu family"),
+        "model": number("model"),
+        "stepping": number("stepping"),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def peak_memory_mb(device: torch.device) -> float:

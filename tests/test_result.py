@@ -2,7 +2,9 @@
 
 import platform
 
-from mcil.result import cpu_model
+import torch
+
+from mcil.result import cpu_model, cpu_signature
 
 
 def test_cpu_model_reads_the_model_name_of_cpuinfo(tmp_path):
@@ -18,3 +20,23 @@ def test_cpu_model_falls_back_to_platform_without_a_model_name(tmp_path):
     expected = platform.processor() or platform.machine() or "unknown"
     assert cpu_model(info) == expected
     assert cpu_model(tmp_path / "absent") == expected
+
+
+def test_cpu_signature_reads_vendor_family_model_stepping_and_the_isa_torch_dispatches_to(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu avx2 avx512f\n\n"
+                    "processor\t: 1\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n")
+    sig = cpu_signature(info)
+    # the first processor's block, and "model" is not confused with "model name"
+    assert (sig["vendor"], sig["family"], sig["model"], sig["stepping"]) == ("AuthenticAMD", 25, 17, 1)
+    assert sig["isa"] == torch.backends.cpu.get_cpu_capability() and sig["isa"]
+
+
+def test_cpu_signature_without_x86_fields_keeps_the_isa(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n")
+    for source in (info, tmp_path / "absent"):
+        sig = cpu_signature(source)
+        assert (sig["vendor"], sig["family"], sig["model"], sig["stepping"]) == (None, None, None, None)
+        assert sig["isa"] == torch.backends.cpu.get_cpu_capability()

@@ -14,7 +14,8 @@ gate is not ``batch``.
 Runs made by different code (another ``git_sha`` or ``mcil_version``) are flagged: column
 ``mixed_code`` is True on every row when more than one code version is present, and claims.md
 says so. Runs installed from different dependency locks (``provenance.lock_sha256``) set
-``mixed_lock`` and make ``mcil aggregate`` warn.
+``mixed_lock`` and make ``mcil aggregate`` warn; so do runs from more than one kind of CPU (column
+``cpu``: model name, family, model and the instruction set PyTorch dispatched to; ``mixed_cpu``).
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ def run_row(result: dict[str, Any], run_dir: str | None = None) -> dict[str, Any
     prov = result.get("provenance", {})
     row.update(flatten(prov, "provenance"))
     row["code_version"] = code_version(prov)
+    row["cpu"] = cpu_label(prov.get("cpu"), prov.get("cpu_signature"))
     row.update(flatten(result.get("config", {}), "config", keep_lists=True))
     row["learner_statistics"] = json.dumps(result.get("learner_statistics", {}), sort_keys=True)
     return row
@@ -206,24 +208,39 @@ def step_rows(result: dict[str, Any], ident: dict[str, Any], run_dir: str | None
     return rows
 
 
+def cpu_label(model: Any, signature: dict[str, Any] | None) -> str:
+    """One line for the CPU a run came from (``provenance.cpu`` and ``provenance.cpu_signature``): ``"AMD EPYC (family 25, model 17, AVX512)"``; the
+    model name alone for results written before :func:`mcil.result.cpu_signature` was recorded."""
+    name = str(model) if model is not None and str(model) not in ("", "nan") else "unknown CPU"
+    if not signature:
+        return name
+    parts = [f"{key} {signature[key]}" for key in ("family", "model") if signature.get(key) is not None]
+    if signature.get("isa"):
+        parts.append(str(signature["isa"]))
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
 def code_versions(runs: pd.DataFrame) -> pd.DataFrame:
     """Add ``mixed_code`` (True everywhere when the runs come from more than one code version)."""
     runs = runs.copy()
     if runs.empty:
         runs["mixed_code"] = pd.Series(dtype=bool)
         runs["mixed_lock"] = pd.Series(dtype=bool)
+        runs["mixed_cpu"] = pd.Series(dtype=bool)
         return runs
     unknown = pd.Series("unknown", index=runs.index)
     key = runs.get("provenance.git_sha", unknown).astype(str) + "|" + runs.get("provenance.mcil_version", unknown).astype(str)
     runs["mixed_code"] = key.nunique() > 1
     locks = runs.get("provenance.lock_sha256", unknown).fillna("none").astype(str)
     runs["mixed_lock"] = locks.nunique() > 1
+    runs["mixed_cpu"] = runs.get("cpu", unknown).fillna("unknown CPU").astype(str).nunique() > 1
     return runs
 
 
 def provenance_warnings(runs: pd.DataFrame) -> list[str]:
     """What a reader of the tables must know about where the runs came from: more than one code version,
-    or more than one dependency lock (then differences may be the libraries', not the methods')."""
+    more than one dependency lock (then differences may be the libraries', not the methods'), or more
+    than one kind of CPU (then they differ in the last digits)."""
     messages = []
     if runs.empty:
         return messages
@@ -236,6 +253,12 @@ def provenance_warnings(runs: pd.DataFrame) -> list[str]:
                         + ", ".join(f"{k}: {v} runs" for k, v in locks.value_counts().sort_index().items())
                         + "): their environments differ, so differences between runs may be the libraries', "
                           "not the methods'")
+    if "mixed_cpu" in runs and bool(runs["mixed_cpu"].iloc[0]):
+        cpus = runs["cpu"].fillna("unknown CPU").astype(str)
+        messages.append(f"the runs in these tables come from {cpus.nunique()} kinds of CPU ("
+                        + ", ".join(f"{k}: {v} runs" for k, v in cpus.value_counts().sort_index().items())
+                        + "): float32 kernels round differently across CPUs, so compare rows by their spread "
+                          "over seeds, not by their last digits (docs/environment.md, \"Numbers across CPUs\")")
     return messages
 
 
@@ -274,7 +297,7 @@ def collect(results: list[tuple[dict[str, Any], str | None]]) -> tuple[pd.DataFr
                  "m1_ours", "m2_ours",
                  "fusion_rate", "code_version"]
         runs = runs[[c for c in front if c in runs] + [c for c in runs.columns if c not in front]]
-    runs = code_versions(runs) if not runs.empty else pd.DataFrame(columns=["run", *IDENTITY, "mixed_code", "mixed_lock"])
+    runs = code_versions(runs) if not runs.empty else pd.DataFrame(columns=["run", *IDENTITY, "mixed_code", "mixed_lock", "mixed_cpu"])
     dup = runs.duplicated(IDENTITY, keep=False) if not runs.empty else pd.Series(dtype=bool)
     if dup.any():
         log.warning(

@@ -36,12 +36,16 @@ def make_result(
     forgetting: float | None = None,
     m1_ours: float | None = None,
     m2_ours: float | None = None,
+    cpu: str | None = None,
+    cpu_signature: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A valid result whose accuracy after task t (over all seen classes) is ``acc[t]``.
 
     ``forgetting`` defaults to ``acc[0] − acc[-1]``; ``m1_ours`` / ``m2_ours`` fill
     ``metrics.paper.ours`` (our variants, docs/metrics.md §5). Every task has the same number of test samples and the matrix row t is constant over the seen
     tasks, so the sample-weighted seen accuracy of row t is exactly ``acc[t]`` and AIA = mean(acc).
+    ``cpu`` / ``cpu_signature`` are left out of the provenance when None (as results written before
+    they were recorded).
     """
     acc = list(acc if acc is not None else [80.0 - 10.0 * t for t in range(T)])
     assert len(acc) == T
@@ -89,6 +93,10 @@ def make_result(
                        "torch": "2.11", "lock_sha256": lock_sha256, "platform": "linux", "device": "cpu", "backbone": "tiny",
                        "backbone_sha256": "f" * 64},
     }
+    if cpu is not None:
+        result["provenance"]["cpu"] = cpu
+    if cpu_signature is not None:
+        result["provenance"]["cpu_signature"] = cpu_signature
     validate_result(result)
     return result
 

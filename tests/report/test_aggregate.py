@@ -103,6 +103,34 @@ def test_runs_from_different_locks_are_flagged_and_warned(runs_root):
     assert "2 dependency locks" in message and "cccccccccccc: 2 runs" in message and "dddddddddddd: 1 runs" in message
 
 
+GENOA = {"vendor": "AuthenticAMD", "family": 25, "model": 17, "stepping": 1, "isa": "AVX512"}
+MILAN = {"vendor": "AuthenticAMD", "family": 25, "model": 1, "stepping": 1, "isa": "AVX2"}
+
+
+def test_cpu_label_names_family_model_and_isa():
+    assert aggregate.cpu_label("AMD EPYC", GENOA) == "AMD EPYC (family 25, model 17, AVX512)"
+    assert aggregate.cpu_label("AMD EPYC", None) == "AMD EPYC"           # a result from before the signature
+    assert aggregate.cpu_label(None, None) == "unknown CPU"
+    arm = {"vendor": None, "family": None, "model": None, "stepping": None, "isa": "DEFAULT"}
+    assert aggregate.cpu_label("aarch64", arm) == "aarch64 (DEFAULT)"
+
+
+def test_runs_from_two_cpus_of_one_model_name_are_told_apart_and_warned(runs_root):
+    write_run(runs_root, seed=0, cpu="AMD EPYC", cpu_signature=GENOA)
+    write_run(runs_root, seed=1, cpu="AMD EPYC", cpu_signature=GENOA)
+    runs, _ = aggregate.load_runs([runs_root])
+    assert not runs["mixed_cpu"].any() and aggregate.provenance_warnings(runs) == []
+    assert set(runs["cpu"]) == {"AMD EPYC (family 25, model 17, AVX512)"}
+    assert runs["provenance.cpu_signature.isa"].tolist() == ["AVX512", "AVX512"]
+    write_run(runs_root, seed=2, cpu="AMD EPYC", cpu_signature=MILAN)   # same name, other arithmetic
+    runs, _ = aggregate.load_runs([runs_root])
+    assert runs["mixed_cpu"].all()
+    [message] = aggregate.provenance_warnings(runs)
+    assert "2 kinds of CPU" in message
+    assert "AMD EPYC (family 25, model 1, AVX2): 1 runs" in message
+    assert "AMD EPYC (family 25, model 17, AVX512): 2 runs" in message
+
+
 def test_unreadable_result_is_skipped(runs_root):
     write_run(runs_root, seed=0)
     bad = runs_root / "synav-clean" / "mcil" / "T2_th0.8_a0.7_s9"
