@@ -118,7 +118,7 @@ def test_result_is_complete_and_consistent(reference_run):
     assert sorted(result["scenario"]["class_order"]) == list(range(6))
     assert [len(t) for t in result["scenario"]["tasks"]] == [2, 2, 2]
     assert result["provenance"]["backbone_sha256"]
-    assert result["provenance"]["cpu"]   # the host family: float32 numbers differ across CPUs
+    assert result["provenance"]["cpu"]   # the CPU model: float32 numbers differ across CPUs
     assert result["provenance"]["cpu_signature"]["isa"]   # and what tells two hosts of one model name apart
     assert result["timings"]["train_samples"] > 0
     # a learner that trains beats chance on the task it just learned (scored among all seen classes)

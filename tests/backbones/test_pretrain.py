@@ -209,7 +209,7 @@ def test_cli_pretrains_writes_checkpoint_and_zeroshot_table(tmp_path: Path) -> N
     model = load_tiny(out)
     info = model.pretrain_info
     assert info["split"] == "pretrain" and info["samples"] == 24 and info["steps"] == 2
-    assert info["cpu"]   # the host family its weights were computed on
+    assert info["cpu"]   # the CPU model its weights were computed on
     assert info["cpu_signature"]["isa"]   # and its family, model and instruction set
     classes = json.loads((data / "classes.json").read_text())["classes"]
     assert set(info["classes"]) == {c["name"] for c in classes if c["group"] == "pretrain"}
