@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -24,11 +25,14 @@ from mcil.atomic import atomic_write_text
 from mcil.config import config_to_dict
 from mcil.lock import lock_sha256
 
-__all__ = ["RESULT_FILE", "SCHEMA_VERSION", "build_result", "cpu_model", "cpu_signature", "json_clean",
+__all__ = ["ISA_CAP_VARIABLES", "RESULT_FILE", "SCHEMA_VERSION", "build_result", "cpu_model", "cpu_signature", "json_clean",
            "write_result", "git_info", "peak_memory_mb"]
 
 RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
+#: Environment variables that cap the instruction set of ATen's, oneDNN's and MKL's CPU kernels, or MKL's
+#: code path; a run records those that are set (docs/environment.md, "Numbers across CPUs").
+ISA_CAP_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 
 
 def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learner, backbone, state, final_features,
@@ -216,6 +220,10 @@ def cpu_signature(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     ``isa``, the instruction set PyTorch's own kernels dispatch to on this host
     (:func:`torch.backends.cpu.get_cpu_capability`: "AVX512", "AVX2", "DEFAULT", ...).
 
+    ``isa_caps`` holds the environment variables that cap the instruction sets of PyTorch's kernels,
+    oneDNN and MKL (:data:`ISA_CAP_VARIABLES`), those that are set: with all three at AVX2 an AVX-512
+    host computed what an AVX2-only host does.
+
     Why: hosts that share a model name ("AMD EPYC") pre-trained different tiny backbones from the
     same commit and seed (docs/environment.md, "Numbers across CPUs").
     """
@@ -233,6 +241,7 @@ def cpu_signature(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
         "model": number("model"),
         "stepping": number("stepping"),
         "isa": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": {name: os.environ[name] for name in ISA_CAP_VARIABLES if os.environ.get(name)},
     }
 
 

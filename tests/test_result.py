@@ -4,7 +4,7 @@ import platform
 
 import torch
 
-from mcil.result import cpu_model, cpu_signature
+from mcil.result import ISA_CAP_VARIABLES, cpu_model, cpu_signature
 
 
 def test_cpu_model_reads_the_model_name_of_cpuinfo(tmp_path):
@@ -40,3 +40,13 @@ def test_cpu_signature_without_x86_fields_keeps_the_isa(tmp_path):
         sig = cpu_signature(source)
         assert (sig["vendor"], sig["family"], sig["model"], sig["stepping"]) == (None, None, None, None)
         assert sig["isa"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_cpu_signature_records_the_isa_caps_that_are_set(tmp_path, monkeypatch):
+    for name in ISA_CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_signature(tmp_path / "absent")["isa_caps"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "")                      # set but empty: not a cap
+    assert cpu_signature(tmp_path / "absent")["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}

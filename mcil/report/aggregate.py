@@ -217,6 +217,9 @@ def cpu_label(model: Any, signature: dict[str, Any] | None) -> str:
     parts = [f"{key} {signature[key]}" for key in ("family", "model") if signature.get(key) is not None]
     if signature.get("isa"):
         parts.append(str(signature["isa"]))
+    caps = signature.get("isa_caps") or {}
+    if caps:       # capped kernels compute as another CPU does: the label says so
+        parts.append("caps " + " ".join(f"{k}={v}" for k, v in sorted(caps.items())))
     return f"{name} ({', '.join(parts)})" if parts else name
 
 

@@ -113,6 +113,9 @@ def test_cpu_label_names_family_model_and_isa():
     assert aggregate.cpu_label(None, None) == "unknown CPU"
     arm = {"vendor": None, "family": None, "model": None, "stepping": None, "isa": "DEFAULT"}
     assert aggregate.cpu_label("aarch64", arm) == "aarch64 (DEFAULT)"
+    capped = {**GENOA, "isa": "AVX2", "isa_caps": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+    assert aggregate.cpu_label("AMD EPYC", capped) == (
+        "AMD EPYC (family 25, model 17, AVX2, caps ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2)")
 
 
 def test_runs_from_two_cpus_of_one_model_name_are_told_apart_and_warned(runs_root):
