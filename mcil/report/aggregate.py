@@ -15,7 +15,8 @@ Runs made by different code (another ``git_sha`` or ``mcil_version``) are flagge
 ``mixed_code`` is True on every row when more than one code version is present, and claims.md
 says so. Runs installed from different dependency locks (``provenance.lock_sha256``) set
 ``mixed_lock`` and make ``mcil aggregate`` warn; so do runs from more than one kind of CPU (column
-``cpu``: model name, family, model and the instruction set PyTorch dispatched to; ``mixed_cpu``).
+``cpu``: model name, family, model, the instruction set PyTorch dispatched to and any ISA caps;
+``mixed_cpu``).
 """
 
 from __future__ import annotations
@@ -209,8 +210,9 @@ def step_rows(result: dict[str, Any], ident: dict[str, Any], run_dir: str | None
 
 
 def cpu_label(model: Any, signature: dict[str, Any] | None) -> str:
-    """One line for the CPU a run came from (``provenance.cpu`` and ``provenance.cpu_signature``): ``"AMD EPYC (family 25, model 17, AVX512)"``; the
-    model name alone for results written before :func:`mcil.result.cpu_signature` was recorded."""
+    """One line for the CPU a run came from (``provenance.cpu`` and ``provenance.cpu_signature``):
+    ``"AMD EPYC (family 25, model 17, AVX512)"``, with any ISA caps that were set appended; the model
+    name alone for results written before :func:`mcil.result.cpu_signature` was recorded."""
     name = str(model) if model is not None and str(model) not in ("", "nan") else "unknown CPU"
     if not signature:
         return name
