@@ -25,7 +25,7 @@ from mcil.atomic import atomic_write_text
 from mcil.config import config_to_dict
 from mcil.lock import lock_sha256
 
-__all__ = ["ISA_CAP_VARIABLES", "RESULT_FILE", "SCHEMA_VERSION", "build_result", "cpu_model", "cpu_signature", "json_clean",
+__all__ = ["ISA_CAP_VARIABLES", "RESULT_FILE", "SCHEMA_VERSION", "build_result", "cpu_model", "cpu_provenance", "cpu_signature", "json_clean",
            "write_result", "git_info", "peak_memory_mb"]
 
 RESULT_FILE = "result.json"
@@ -127,8 +127,7 @@ def build_result(user_cfg, cfg, method_info, run_hash, scenario, manifest, learn
             "torch": torch.__version__,
             "lock_sha256": lock_sha256(),
             "platform": platform.platform(),
-            "cpu": cpu_model(),
-            "cpu_signature": cpu_signature(),
+            **cpu_provenance(),
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "backbone": cfg.backbone.name,
             "backbone_sha256": getattr(backbone, "checkpoint_sha256", None),
@@ -210,8 +209,7 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     from (docs/environment.md, "Numbers across CPUs"). Two hosts may share a model name ("AMD EPYC")
     and still differ: :func:`cpu_signature` tells them apart.
     """
-    name = _cpuinfo_fields(cpuinfo).get("model name")
-    return name or platform.processor() or platform.machine() or "unknown"
+    return _model_name(_cpuinfo_fields(cpuinfo))
 
 
 def cpu_signature(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
@@ -227,8 +225,21 @@ def cpu_signature(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     Why: hosts that share a model name ("AMD EPYC") pre-trained different tiny backbones from the
     same commit and seed (docs/environment.md, "Numbers across CPUs").
     """
-    fields = _cpuinfo_fields(cpuinfo)
+    return _signature(_cpuinfo_fields(cpuinfo))
 
+
+def cpu_provenance(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """``{"cpu": cpu_model(), "cpu_signature": cpu_signature()}`` from one read of ``cpuinfo``: the two
+    fields every result's provenance and every pre-trained checkpoint's metadata carry."""
+    fields = _cpuinfo_fields(cpuinfo)
+    return {"cpu": _model_name(fields), "cpu_signature": _signature(fields)}
+
+
+def _model_name(fields: dict[str, str]) -> str:
+    return fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def _signature(fields: dict[str, str]) -> dict[str, Any]:
     def number(key: str) -> int | None:
         try:
             return int(fields[key])

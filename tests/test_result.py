@@ -4,7 +4,7 @@ import platform
 
 import torch
 
-from mcil.result import ISA_CAP_VARIABLES, cpu_model, cpu_signature
+from mcil.result import ISA_CAP_VARIABLES, cpu_model, cpu_provenance, cpu_signature
 
 
 def test_cpu_model_reads_the_model_name_of_cpuinfo(tmp_path):
@@ -50,3 +50,12 @@ def test_cpu_signature_records_the_isa_caps_that_are_set(tmp_path, monkeypatch):
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
     monkeypatch.setenv("MKL_CBWR", "")                      # set but empty: not a cap
     assert cpu_signature(tmp_path / "absent")["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def test_cpu_provenance_is_model_and_signature_from_one_read(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 106\n"
+                    "model name\t: Intel(R) Xeon(R) Processor @ 2.80GHz\nstepping\t: 6\n")
+    prov = cpu_provenance(info)
+    assert prov == {"cpu": cpu_model(info), "cpu_signature": cpu_signature(info)}
+    assert prov["cpu"] == "Intel(R) Xeon(R) Processor @ 2.80GHz" and prov["cpu_signature"]["model"] == 106

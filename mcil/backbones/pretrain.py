@@ -64,7 +64,7 @@ from mcil.backbones.zeroshot_eval import zeroshot_markdown, zeroshot_table
 from mcil.data.spec import normalise_images, scale_audio
 from mcil.determinism import set_deterministic
 from mcil.errors import DataError
-from mcil.result import cpu_model, cpu_signature
+from mcil.result import cpu_provenance
 
 __all__ = [
     "PretrainOptions",
@@ -435,8 +435,8 @@ def run_cli(args: argparse.Namespace) -> int:
         "parameters": model.num_parameters(),
         "torch": str(torch.__version__),
         "machine": platform.machine(),
-        "cpu": cpu_model(),   # the weights depend on the CPU (docs/environment.md, "Numbers across CPUs")
-        "cpu_signature": cpu_signature(),   # family, model, ISA: hosts of one model name differ too
+        # the weights depend on the CPU, beyond its model name (docs/environment.md, "Numbers across CPUs")
+        **cpu_provenance(),
         "command": command,
     }
     digest = save_tiny(model, out, meta)

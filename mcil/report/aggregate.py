@@ -213,7 +213,7 @@ def cpu_label(model: Any, signature: dict[str, Any] | None) -> str:
     """One line for the CPU a run came from (``provenance.cpu`` and ``provenance.cpu_signature``):
     ``"AMD EPYC (family 25, model 17, AVX512)"``, with any ISA caps that were set appended; the model
     name alone for results written before :func:`mcil.result.cpu_signature` was recorded."""
-    name = str(model) if model is not None and str(model) not in ("", "nan") else "unknown CPU"
+    name = str(model) if model else "unknown CPU"
     if not signature:
         return name
     parts = [f"{key} {signature[key]}" for key in ("family", "model") if signature.get(key) is not None]
@@ -226,7 +226,8 @@ def cpu_label(model: Any, signature: dict[str, Any] | None) -> str:
 
 
 def code_versions(runs: pd.DataFrame) -> pd.DataFrame:
-    """Add ``mixed_code`` (True everywhere when the runs come from more than one code version)."""
+    """Add ``mixed_code``, ``mixed_lock`` and ``mixed_cpu``: True everywhere when the runs come from more
+    than one code version, dependency lock or kind of CPU (column ``cpu``)."""
     runs = runs.copy()
     if runs.empty:
         runs["mixed_code"] = pd.Series(dtype=bool)
@@ -242,6 +243,11 @@ def code_versions(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+def _runs_per_value(values: pd.Series) -> str:
+    """``"a: 2 runs, b: 1 runs"``: how many runs have each value, in sorted order."""
+    return ", ".join(f"{k}: {v} runs" for k, v in values.value_counts().sort_index().items())
+
+
 def provenance_warnings(runs: pd.DataFrame) -> list[str]:
     """What a reader of the tables must know about where the runs came from: more than one code version,
     more than one dependency lock (then differences may be the libraries', not the methods'), or more
@@ -255,13 +261,13 @@ def provenance_warnings(runs: pd.DataFrame) -> list[str]:
     if bool(runs["mixed_lock"].iloc[0]):
         locks = runs["provenance.lock_sha256"].fillna("none").astype(str).str[:12]
         messages.append(f"the runs in these tables come from {locks.nunique()} dependency locks ("
-                        + ", ".join(f"{k}: {v} runs" for k, v in locks.value_counts().sort_index().items())
+                        + _runs_per_value(locks)
                         + "): their environments differ, so differences between runs may be the libraries', "
                           "not the methods'")
-    if "mixed_cpu" in runs and bool(runs["mixed_cpu"].iloc[0]):
+    if bool(runs["mixed_cpu"].iloc[0]):
         cpus = runs["cpu"].fillna("unknown CPU").astype(str)
         messages.append(f"the runs in these tables come from {cpus.nunique()} kinds of CPU ("
-                        + ", ".join(f"{k}: {v} runs" for k, v in cpus.value_counts().sort_index().items())
+                        + _runs_per_value(cpus)
                         + "): float32 kernels round differently across CPUs, so compare rows by their spread "
                           "over seeds, not by their last digits (docs/environment.md, \"Numbers across CPUs\")")
     return messages
